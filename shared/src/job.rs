@@ -1,0 +1,165 @@
+//! The job: its identity, its states and what people and workers are shown of it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+/// A job's public id: a UUID v7, so ids sort by creation time (the queue listing relies on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(uuid::Uuid);
+
+impl JobId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+    pub fn from_bytes(b: [u8; 16]) -> Self {
+        Self(uuid::Uuid::from_bytes(b))
+    }
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        uuid::Uuid::parse_str(s).ok().map(Self)
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A lease's id: fences reports, so a worker whose lease expired cannot overwrite a newer attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseId(pub uuid::Uuid);
+
+impl LeaseId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+}
+
+impl Default for LeaseId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The statuses upstream systems already know, plus `cleared` for jobs an operator removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Placed,
+    Processing,
+    Created,
+    Error,
+    Cleared,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Placed,
+        Status::Processing,
+        Status::Created,
+        Status::Error,
+        Status::Cleared,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Placed => "placed",
+            Status::Processing => "processing",
+            Status::Created => "created",
+            Status::Error => "error",
+            Status::Cleared => "cleared",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// A dense index, used for per-status counters and as the status byte in store keys.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Waiting or in flight: what counts against the queue's maximum.
+    pub fn is_open(self) -> bool {
+        matches!(self, Status::Placed | Status::Processing)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    OrderLine,
+}
+
+/// What an OilMat pumping asks for: `amount` of `product_nr` on `worksheet` in `workshop`'s ERP.
+/// Built only by [`crate::validate::parse_create`], so its fields are always valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub uniqueid: String,
+    pub workshop: String,
+    pub worksheet: String,
+    pub product_nr: String,
+    pub amount: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Some ERPs take the operator's own credentials per job (the legacy client sends them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret<String>>,
+}
+
+/// One transition in a job's history, as `GET /jobs/{id}/log` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventView {
+    pub at: String,
+    pub from: Option<Status>,
+    pub to: Status,
+    pub attempt: u32,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excerpt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+}
+
+/// A job as people and upstream systems see it: never a password.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub uniqueid: String,
+    pub status: Status,
+    pub workshop: String,
+    pub worksheet: String,
+    pub product_nr: String,
+    pub amount: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    pub attempts: u32,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<String>,
+}

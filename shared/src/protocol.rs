@@ -1,0 +1,154 @@
+//! The worker protocol: JSON bodies of `/worker/lease`, `/worker/report` and `/worker/heartbeat`,
+//! spoken over loopback HTTP between ferry-worker and its ferry-api.
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{JobId, JobKind, LeaseId, Status};
+
+pub const DEFAULT_LEASE_MAX: u32 = 32;
+pub const MAX_LEASE_MAX: u32 = 512;
+pub const DEFAULT_LEASE_MS: u64 = 30_000;
+pub const MIN_LEASE_MS: u64 = 1_000;
+pub const MAX_LEASE_MS: u64 = 600_000;
+pub const MAX_WAIT_MS: u64 = 60_000;
+
+/// What the api tells a worker to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Directive {
+    /// Lease and deliver.
+    Run,
+    /// Finish what you hold, lease nothing more, ask again later (`PUT /stop_worker`).
+    Pause,
+    /// Finish what you hold, report it, exit 0 (`PUT /kill`).
+    Exit,
+}
+
+fn default_max() -> u32 {
+    DEFAULT_LEASE_MAX
+}
+fn default_lease_ms() -> u64 {
+    DEFAULT_LEASE_MS
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    pub worker_id: String,
+    #[serde(default = "default_max")]
+    pub max: u32,
+    /// Long-poll: wait up to this long for work when none is ready (woken at once by new work).
+    #[serde(default)]
+    pub wait_ms: u64,
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+}
+
+/// The order as the worker needs it to deliver: unlike [`crate::job::JobView`], it carries the
+/// job's ERP password, since only the worker may use it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryOrder {
+    pub uniqueid: String,
+    pub workshop: String,
+    pub worksheet: String,
+    pub product_nr: String,
+    pub amount: f64,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeasedJob {
+    pub job_id: JobId,
+    pub lease_id: LeaseId,
+    pub lease_expires_at: String,
+    /// 1 on the first delivery attempt.
+    pub attempt: u32,
+    pub kind: JobKind,
+    pub order: DeliveryOrder,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    pub jobs: Vec<LeasedJob>,
+    pub directive: Directive,
+}
+
+/// How one delivery attempt ended, as the connector's `classify` decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    Created {
+        target_ref: String,
+    },
+    Retry {
+        reason_code: String,
+        reason_text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_ms: Option<u64>,
+    },
+    Failed {
+        reason_code: String,
+        reason_text: String,
+    },
+}
+
+/// What the attempt looked like on the wire, for the job log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttemptDetail {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excerpt: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportItem {
+    pub job_id: JobId,
+    pub lease_id: LeaseId,
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub detail: AttemptDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportRequest {
+    pub worker_id: String,
+    pub results: Vec<ReportItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportAck {
+    pub job_id: JobId,
+    pub accepted: bool,
+    /// The job's status after the report (or now, when refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// `STALE_LEASE` or `JOB_NOT_FOUND` when refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportResponse {
+    pub results: Vec<ReportAck>,
+    pub directive: Directive,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    pub worker_id: String,
+    #[serde(default)]
+    pub lease_ids: Vec<LeaseId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub extended: Vec<LeaseId>,
+    /// Leases this worker no longer holds (expired and handed back): stop reporting on them.
+    pub lost: Vec<LeaseId>,
+    pub directive: Directive,
+}
