@@ -1,0 +1,65 @@
+//! API-key checks. `/alive` is open; `/worker/*` takes the worker token (by default the API key);
+//! everything else takes the API key, from `x-api-key` or `Authorization: Bearer`, compared in
+//! constant time. With no key configured the api listens on loopback only (see `startup`).
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{Error, web};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub async fn require_key(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let path = req.path();
+    let required = match req.app_data::<web::Data<AppState>>() {
+        Some(_) if path == "/alive" => None,
+        Some(state) if path.starts_with("/worker/") => state.settings.worker_secret().cloned(),
+        Some(state) => state.settings.api_key.clone(),
+        None => None,
+    };
+    if let Some(key) = required {
+        let given = presented_key(&req);
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.expose().as_bytes())) {
+            return Err(ApiError::Unauthorized.into());
+        }
+    }
+    next.call(req).await
+}
+
+fn presented_key(req: &ServiceRequest) -> Option<&str> {
+    let headers = req.headers();
+    if let Some(v) = headers.get("x-api-key") {
+        return v.to_str().ok();
+    }
+    let auth = headers
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    auth.strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+}
+
+/// Compares without an early exit, so the time taken does not reveal how much of a guess matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn keys_match_only_when_equal() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

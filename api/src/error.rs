@@ -1,0 +1,130 @@
+//! `ApiError`: every failure of the HTTP surface, always answered in the JSON envelope. A 5xx says
+//! nothing internal; its cause chain goes to the log.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use ferry_shared::envelope::{Envelope, ErrorBody};
+
+use crate::store::StoreError;
+
+/// Seconds a client is asked to wait when the queue is full or the api is stopping.
+const RETRY_AFTER_SECS: &str = "5";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request has invalid fields")]
+    Validation(BTreeMap<String, String>),
+    #[error("{detail}")]
+    BadRequest { code: &'static str, detail: String },
+    #[error("{detail}")]
+    NotFound { code: &'static str, detail: String },
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("a valid API key is required (x-api-key or Authorization: Bearer)")]
+    Unauthorized,
+    #[error("the body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("this route does not accept that method")]
+    MethodNotAllowed,
+    #[error("the queue is full; try again later")]
+    QueueFull,
+    #[error("the api is shutting down")]
+    ShuttingDown,
+    #[error("the store failed")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn field(name: &str, problem: impl Into<String>) -> Self {
+        ApiError::Validation(BTreeMap::from([(name.to_string(), problem.into())]))
+    }
+
+    pub fn job_not_found(what: impl std::fmt::Display) -> Self {
+        ApiError::NotFound {
+            code: "JOB_NOT_FOUND",
+            detail: format!("no job {what}"),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation(_) => "VALIDATION_FAILED",
+            ApiError::BadRequest { code, .. }
+            | ApiError::NotFound { code, .. }
+            | ApiError::Conflict { code, .. } => code,
+            ApiError::Unauthorized => "UNAUTHORIZED",
+            ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ApiError::QueueFull => "QUEUE_FULL",
+            ApiError::ShuttingDown => "SHUTTING_DOWN",
+            ApiError::Store(StoreError::Failed | StoreError::Closed) => "STORE_UNAVAILABLE",
+            ApiError::Store(_) => "INTERNAL",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::QueueFull | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(StoreError::Failed | StoreError::Closed) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let (detail, fields) = match self {
+            ApiError::Validation(fields) => (
+                format!(
+                    "invalid field(s): {}",
+                    fields.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                fields.clone(),
+            ),
+            ApiError::Store(e) => {
+                tracing::error!(error = ?e, "request failed in the store");
+                (
+                    "the request could not be completed; the cause is in the api log".to_string(),
+                    BTreeMap::new(),
+                )
+            }
+            other => (other.to_string(), BTreeMap::new()),
+        };
+        let message = match self {
+            ApiError::Store(_) => status.canonical_reason().unwrap_or("error").to_lowercase(),
+            other => other.to_string(),
+        };
+        let body = Envelope::fail(
+            message,
+            ErrorBody {
+                code: self.code().to_string(),
+                detail,
+                fields,
+            },
+        );
+        let mut resp = HttpResponse::build(status).json(body);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        resp
+    }
+}

@@ -1,0 +1,11 @@
+//! ferry-api: one tenant's intake, status, queue control and worker protocol, on a store that
+//! never loses an acknowledged job. `main.rs` only parses flags and calls [`startup`].
+
+pub mod auth;
+pub mod cli;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,21 @@
+//! `ferry-api`: parse the command line, start logging, build the application, run it.
+
+use anyhow::Context;
+use clap::Parser;
+use ferry_api::cli::Cli;
+use ferry_api::startup::Application;
+use ferry_api::telemetry;
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Cli::parse().settings().context("ferry-api cannot start")?;
+    let log_file = settings.tenant_dir().join("api.log");
+    telemetry::init(&settings.log_level, &log_file)
+        .with_context(|| format!("cannot open the log file {}", log_file.display()))?;
+    let app = Application::build(settings)
+        .await
+        .inspect_err(|e| tracing::error!(error = ?e, "ferry-api cannot start"))
+        .context("ferry-api cannot start")?;
+    app.run_until_stopped().await?;
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Builds the application from settings: opens the store, binds, starts the server and the
+//! maintenance tasks (lease expiry, pruning), and wires shutdown (signals and `PUT /kill`).
+
+use std::net::{IpAddr, TcpListener};
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use ferry_shared::config::Settings;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+use crate::store::{Limits, Store, StoreError, WriterHandle};
+use crate::{auth, routes};
+
+/// How often expired leases are handed back.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// How often finished jobs past retention are pruned, and how many per command.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+const PRUNE_CHUNK: usize = 1_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(
+        "refusing to listen on {0} without an API key: set FERRY_API_KEY (or api_key), or bind to 127.0.0.1"
+    )]
+    OpenBind(String),
+    #[error("cannot create the tenant directory {0}")]
+    DataDir(String, #[source] std::io::Error),
+    #[error("cannot open the store in {0} (is another ferry-api running for this tenant?)")]
+    Store(String, #[source] StoreError),
+    #[error("cannot listen on {0}")]
+    Bind(String, #[source] std::io::Error),
+    #[error("the server failed")]
+    Server(#[source] std::io::Error),
+}
+
+pub struct Application {
+    server: Server,
+    port: u16,
+    state: web::Data<AppState>,
+    writer: WriterHandle,
+}
+
+/// Whether `bind` is a loopback address (or `localhost`).
+fn is_loopback(bind: &str) -> bool {
+    bind == "localhost" || bind.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        if settings.api_key.is_none() {
+            if !is_loopback(&settings.bind) {
+                return Err(StartupError::OpenBind(settings.bind.clone()));
+            }
+            tracing::warn!("no API key configured: listening on loopback only, without auth");
+        }
+        let dir = settings.tenant_dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StartupError::DataDir(dir.display().to_string(), e))?;
+        let store_dir = dir.join("store");
+        let limits = Limits {
+            retry: settings.retry,
+            max_queue: settings.max_queue,
+        };
+        let (store, writer) = Store::open_sled(&store_dir, limits)
+            .map_err(|e| StartupError::Store(store_dir.display().to_string(), e))?;
+
+        let addr = format!("{}:{}", settings.bind, settings.port);
+        let listener = TcpListener::bind(&addr).map_err(|e| StartupError::Bind(addr.clone(), e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartupError::Bind(addr.clone(), e))?
+            .port();
+        let workers = settings.workers;
+        let stop = CancellationToken::new();
+        let state = web::Data::new(AppState::new(store, settings, stop.clone()));
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(from_fn(auth::require_key))
+                .configure(routes::configure)
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(listener)
+        .map_err(|e| StartupError::Bind(addr.clone(), e))?
+        .run();
+
+        let handle = server.handle();
+        let st = state.clone();
+        actix_web::rt::spawn(async move {
+            st.stop.cancelled().await;
+            st.begin_stopping();
+            handle.stop(true).await;
+        });
+        spawn_signal_watch(state.clone());
+        spawn_maintenance(state.clone());
+        let c = state.store.counts();
+        tracing::info!(
+            tenant = %state.settings.workshop, %port, placed = c[0], processing = c[1],
+            created = c[2], error = c[3], "ferry-api listening on {}:{port}", state.settings.bind
+        );
+        Ok(Self {
+            server,
+            port,
+            state,
+            writer,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `PUT /kill` or a signal, then drains requests and flushes the store.
+    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        let served = self.server.await;
+        if let Err(e) = self.state.store.close().await {
+            tracing::error!(error = ?e, "closing the store failed");
+        }
+        self.writer.join();
+        tracing::info!("ferry-api stopped; store flushed");
+        served.map_err(StartupError::Server)
+    }
+}
+
+/// SIGINT and SIGTERM stop at once (no wait for the worker: its leases expire and nothing is lost).
+fn spawn_signal_watch(state: web::Data<AppState>) {
+    actix_web::rt::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = ?e, "cannot watch SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+            _ = state.stop.cancelled() => return,
+        }
+        state.stop.cancel();
+    });
+}
+
+fn spawn_maintenance(state: web::Data<AppState>) {
+    let st = state.clone();
+    actix_web::rt::spawn(async move {
+        let mut tick = actix_web::rt::time::interval(EXPIRE_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = st.stop.cancelled() => return,
+            }
+            match st.store.expire_leases().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(count = n, "leases expired; jobs handed back"),
+                Err(e) => tracing::error!(error = ?e, "lease expiry failed"),
+            }
+        }
+    });
+    actix_web::rt::spawn(async move {
+        let retention_ms = state.settings.retention_hours as i64 * 3_600_000;
+        let mut tick = actix_web::rt::time::interval(PRUNE_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = state.stop.cancelled() => return,
+            }
+            let before = ferry_shared::now_ms() - retention_ms;
+            match state.store.prune(before, PRUNE_CHUNK).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(count = n, "pruned finished jobs past retention"),
+                Err(e) => tracing::error!(error = ?e, "pruning failed"),
+            }
+        }
+    });
+}

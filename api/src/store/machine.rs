@@ -1,0 +1,713 @@
+//! The job state machine, written once over [`Kv`] and run only on the writer thread, so its
+//! read-then-write logic needs no transactions. Each command builds one [`Batch`] and applies it
+//! atomically; the writer flushes once per group of commands.
+//!
+//! ```text
+//! placed ──lease──▶ processing ──created──▶ created
+//!   ▲                  │ retry (attempts left) / lease expired
+//!   └──────────────────┤
+//!                      └──failed, or attempts/age used up──▶ error ──retry──▶ placed
+//! placed ──clear──▶ cleared
+//! ```
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use ferry_shared::job::{JobId, JobKind, LeaseId, OrderLine, Status};
+use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome, ReportAck, ReportItem};
+use ferry_shared::retry::{Decision, decide};
+use ferry_shared::rfc3339;
+
+use super::record::{self, Event, Job, Lease, Order, StoredEvent, StoredJob, StoredMeta};
+use super::{Batch, CreateOutcome, Kv, Limits, RetryOutcome, StoreError, keys, read};
+
+pub const MAX_ATTEMPTS_EXCEEDED: &str = "MAX_ATTEMPTS_EXCEEDED";
+pub const LEASE_EXPIRED: &str = "LEASE_EXPIRED";
+/// Expired leases handed back per command, so one command never grows without bound.
+const EXPIRE_CHUNK: usize = 1_000;
+const MAX_TEXT: usize = 1_000;
+
+pub enum Command {
+    Create(OrderLine),
+    Lease {
+        worker_id: String,
+        max: u32,
+        lease_ms: u64,
+    },
+    Report {
+        worker_id: String,
+        items: Vec<ReportItem>,
+    },
+    Heartbeat {
+        worker_id: String,
+        lease_ids: Vec<LeaseId>,
+    },
+    ExpireLeases,
+    Clear,
+    Retry(JobId),
+    SetWorker(bool),
+    Prune {
+        before_ms: i64,
+        limit: usize,
+    },
+    /// Flush and stop the writer.
+    Close,
+}
+
+pub enum Reply {
+    Create(CreateOutcome),
+    Leased {
+        jobs: Vec<LeasedJob>,
+        next_due_ms: Option<i64>,
+    },
+    Reported(Vec<ReportAck>),
+    Heartbeat {
+        extended: Vec<LeaseId>,
+        lost: Vec<LeaseId>,
+    },
+    Count(u64),
+    Retry(RetryOutcome),
+    Done,
+}
+
+/// What an event says beyond its transition.
+#[derive(Default)]
+struct Note {
+    message: String,
+    detail: AttemptDetail,
+    worker_id: Option<String>,
+}
+
+impl Note {
+    fn says(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A command's writes plus the status counts they change, applied together.
+#[derive(Default)]
+struct Tx {
+    batch: Batch,
+    delta: [i64; 5],
+}
+
+pub struct Machine {
+    kv: Arc<dyn Kv>,
+    limits: Limits,
+    counts: [u64; 5],
+    /// Which job each live lease belongs to (heartbeats name only the lease).
+    leases: HashMap<LeaseId, JobId>,
+    worker_running: bool,
+    rng: u64,
+    /// Whether anything was applied since the last flush.
+    dirty: bool,
+    /// Whether something became leasable since the last flush (wakes long-polls).
+    woke: bool,
+}
+
+impl Machine {
+    /// Rebuilds the in-memory state (counts, live leases, worker state) from the store.
+    pub fn recover(kv: Arc<dyn Kv>, limits: Limits) -> Result<Self, StoreError> {
+        let mut counts = [0u64; 5];
+        for st in Status::ALL {
+            let prefix = keys::status_prefix(st);
+            kv.scan(&prefix, &keys::prefix_end(&prefix), &mut |_, _| {
+                counts[st.index()] += 1;
+                ControlFlow::Continue(())
+            })?;
+        }
+        let mut leases = HashMap::new();
+        let prefix = keys::status_prefix(Status::Processing);
+        let mut processing = Vec::new();
+        kv.scan(&prefix, &keys::prefix_end(&prefix), &mut |k, _| {
+            processing.extend(keys::trailing_id(k));
+            ControlFlow::Continue(())
+        })?;
+        for id in processing {
+            if let Some(lease) = read::job(&*kv, id)?.and_then(|j| j.lease) {
+                leases.insert(lease.lease_id, id);
+            }
+        }
+        let worker_running = match kv.get(keys::META_WORKER)? {
+            Some(bytes) => match serde_json::from_slice(&bytes).map_err(StoreError::Decode)? {
+                StoredMeta::V1 { worker_running } => worker_running,
+            },
+            None => true,
+        };
+        let seed = ferry_shared::now_ms() as u64 ^ (u64::from(std::process::id()) << 32);
+        Ok(Self {
+            kv,
+            limits,
+            counts,
+            leases,
+            worker_running,
+            rng: seed,
+            dirty: false,
+            woke: worker_running,
+        })
+    }
+
+    pub fn counts(&self) -> [u64; 5] {
+        self.counts
+    }
+
+    pub fn worker_running(&self) -> bool {
+        self.worker_running
+    }
+
+    /// Returns and resets (dirty, woke).
+    pub fn take_flags(&mut self) -> (bool, bool) {
+        let flags = (self.dirty, self.woke);
+        self.dirty = false;
+        self.woke = false;
+        flags
+    }
+
+    pub fn apply(&mut self, cmd: Command, now: i64) -> Result<Reply, StoreError> {
+        let mut tx = Tx::default();
+        let reply = match cmd {
+            Command::Create(order) => Reply::Create(self.create(&mut tx, order, now)?),
+            Command::Lease {
+                worker_id,
+                max,
+                lease_ms,
+            } => self.lease(&mut tx, worker_id, max, lease_ms, now)?,
+            Command::Report { worker_id, items } => {
+                Reply::Reported(self.report(&mut tx, &worker_id, items, now)?)
+            }
+            Command::Heartbeat {
+                worker_id,
+                lease_ids,
+            } => self.heartbeat(&mut tx, &worker_id, lease_ids, now)?,
+            Command::ExpireLeases => Reply::Count(self.expire(&mut tx, now)?),
+            Command::Clear => Reply::Count(self.clear(&mut tx, now)?),
+            Command::Retry(id) => Reply::Retry(self.retry(&mut tx, id, now)?),
+            Command::SetWorker(running) => {
+                tx.batch.put(
+                    keys::META_WORKER.to_vec(),
+                    record::encode(&StoredMeta::V1 {
+                        worker_running: running,
+                    }),
+                );
+                self.worker_running = running;
+                self.woke = true;
+                Reply::Done
+            }
+            Command::Prune { before_ms, limit } => {
+                Reply::Count(self.prune(&mut tx, before_ms, limit)?)
+            }
+            Command::Close => Reply::Done,
+        };
+        self.commit(tx)?;
+        Ok(reply)
+    }
+
+    fn commit(&mut self, tx: Tx) -> Result<(), StoreError> {
+        if tx.batch.is_empty() {
+            return Ok(());
+        }
+        self.kv.apply(tx.batch)?;
+        for (count, d) in self.counts.iter_mut().zip(tx.delta) {
+            *count = count.saturating_add_signed(d);
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn load(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        read::job(&*self.kv, id)
+    }
+
+    fn create(
+        &mut self,
+        tx: &mut Tx,
+        order: OrderLine,
+        now: i64,
+    ) -> Result<CreateOutcome, StoreError> {
+        if let Some(existing) = read::job_by_uniqueid(&*self.kv, &order.uniqueid)? {
+            return Ok(if existing.order.same_as(&order) {
+                CreateOutcome::Duplicate(existing)
+            } else {
+                CreateOutcome::Conflict(existing)
+            });
+        }
+        let open = self.counts[Status::Placed.index()] + self.counts[Status::Processing.index()];
+        if open >= self.limits.max_queue {
+            return Ok(CreateOutcome::QueueFull);
+        }
+        let mut job = Job {
+            id: JobId::new(),
+            kind: JobKind::OrderLine,
+            status: Status::Placed,
+            order: Order::from(&order),
+            attempts: 0,
+            created_ms: now,
+            updated_ms: now,
+            due_ms: Some(now),
+            lease: None,
+            reason_code: None,
+            reason_text: None,
+            target_ref: None,
+            events: 0,
+            finished_ms: None,
+        };
+        tx.batch
+            .put(keys::unique(&order.uniqueid), job.id.as_bytes().to_vec());
+        index(tx, &job);
+        tx.delta[Status::Placed.index()] += 1;
+        append_event(tx, &mut job, None, Note::says("received"), now);
+        put_job(tx, &job);
+        self.woke = true;
+        Ok(CreateOutcome::New(job))
+    }
+
+    /// Moves `job` to the status `change` sets, keeping every index and the counts in step, and
+    /// logs the transition.
+    fn transition(
+        &mut self,
+        tx: &mut Tx,
+        mut job: Job,
+        now: i64,
+        note: Note,
+        change: impl FnOnce(&mut Job),
+    ) -> Job {
+        let from = job.status;
+        unindex(tx, &job);
+        if let Some(lease) = &job.lease {
+            self.leases.remove(&lease.lease_id);
+        }
+        change(&mut job);
+        job.updated_ms = now;
+        if job.status != Status::Placed {
+            job.due_ms = None;
+        }
+        if job.status != Status::Processing {
+            job.lease = None;
+        }
+        job.finished_ms = (!job.status.is_open()).then_some(now);
+        index(tx, &job);
+        if let Some(lease) = &job.lease {
+            self.leases.insert(lease.lease_id, job.id);
+        }
+        if job.status == Status::Placed {
+            self.woke = true;
+        }
+        tx.delta[from.index()] -= 1;
+        tx.delta[job.status.index()] += 1;
+        append_event(tx, &mut job, Some(from), note, now);
+        put_job(tx, &job);
+        job
+    }
+
+    fn lease(
+        &mut self,
+        tx: &mut Tx,
+        worker_id: String,
+        max: u32,
+        lease_ms: u64,
+        now: i64,
+    ) -> Result<Reply, StoreError> {
+        if !self.worker_running {
+            return Ok(Reply::Leased {
+                jobs: Vec::new(),
+                next_due_ms: None,
+            });
+        }
+        let max = max as usize;
+        let mut due = Vec::with_capacity(max.min(64));
+        self.kv
+            .scan(&[keys::DUE], &keys::upto(keys::DUE, now), &mut |k, _| {
+                due.extend(keys::trailing_id(k));
+                if due.len() >= max {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+        let mut jobs = Vec::with_capacity(due.len());
+        for id in due {
+            let Some(job) = self.load(id)?.filter(|j| j.status == Status::Placed) else {
+                tracing::warn!(%id, "due index names a job that is not placed; skipped");
+                continue;
+            };
+            let lease = Lease {
+                lease_id: LeaseId::new(),
+                worker_id: worker_id.clone(),
+                expires_ms: now + lease_ms as i64,
+                lease_ms,
+            };
+            let note = Note {
+                message: "leased".into(),
+                worker_id: Some(worker_id.clone()),
+                ..Note::default()
+            };
+            let job = self.transition(tx, job, now, note, |j| {
+                j.status = Status::Processing;
+                j.attempts += 1;
+                j.lease = Some(lease);
+            });
+            let lease = job
+                .lease
+                .as_ref()
+                .expect("a processing job holds its lease");
+            jobs.push(LeasedJob {
+                job_id: job.id,
+                lease_id: lease.lease_id,
+                lease_expires_at: rfc3339(lease.expires_ms),
+                attempt: job.attempts,
+                kind: job.kind,
+                order: job.order.for_delivery(),
+            });
+        }
+        let mut next_due_ms = None;
+        if jobs.len() < max {
+            let end = keys::prefix_end(&[keys::DUE]);
+            self.kv
+                .scan(&keys::upto(keys::DUE, now), &end, &mut |k, _| {
+                    next_due_ms = k
+                        .get(1..9)
+                        .and_then(|b| b.try_into().ok())
+                        .map(|b| u64::from_be_bytes(b) as i64);
+                    ControlFlow::Break(())
+                })?;
+        }
+        Ok(Reply::Leased { jobs, next_due_ms })
+    }
+
+    fn report(
+        &mut self,
+        tx: &mut Tx,
+        worker_id: &str,
+        items: Vec<ReportItem>,
+        now: i64,
+    ) -> Result<Vec<ReportAck>, StoreError> {
+        let mut acks = Vec::with_capacity(items.len());
+        for item in items {
+            let refuse = |status, error: &str| ReportAck {
+                job_id: item.job_id,
+                accepted: false,
+                status,
+                error: Some(error.to_string()),
+            };
+            let Some(job) = self.load(item.job_id)? else {
+                acks.push(refuse(None, "JOB_NOT_FOUND"));
+                continue;
+            };
+            let holds_lease = job.status == Status::Processing
+                && job.lease.as_ref().map(|l| l.lease_id) == Some(item.lease_id);
+            if !holds_lease {
+                acks.push(refuse(Some(job.status), "STALE_LEASE"));
+                continue;
+            }
+            let detail = AttemptDetail {
+                excerpt: item.detail.excerpt.map(|e| clip(&e, MAX_TEXT)),
+                ..item.detail
+            };
+            let note = |message: String| Note {
+                message,
+                detail: detail.clone(),
+                worker_id: Some(worker_id.to_string()),
+            };
+            let job = match item.outcome {
+                Outcome::Created { target_ref } => {
+                    let target_ref = clip(&target_ref, 256);
+                    let msg = format!("created at the target as {target_ref}");
+                    self.transition(tx, job, now, note(msg), |j| {
+                        j.status = Status::Created;
+                        j.target_ref = Some(target_ref);
+                        j.reason_code = None;
+                        j.reason_text = None;
+                    })
+                }
+                Outcome::Retry {
+                    reason_code,
+                    reason_text,
+                    after_ms,
+                } => {
+                    let (code, text) = (clip(&reason_code, 64), clip(&reason_text, MAX_TEXT));
+                    self.retry_or_give_up(tx, job, now, code, text, after_ms, note(String::new()))
+                }
+                Outcome::Failed {
+                    reason_code,
+                    reason_text,
+                } => {
+                    let (code, text) = (clip(&reason_code, 64), clip(&reason_text, MAX_TEXT));
+                    let msg = format!("failed: {code}: {text}");
+                    self.transition(tx, job, now, note(msg), |j| {
+                        j.status = Status::Error;
+                        j.reason_code = Some(code);
+                        j.reason_text = Some(text);
+                    })
+                }
+            };
+            acks.push(ReportAck {
+                job_id: job.id,
+                accepted: true,
+                status: Some(job.status),
+                error: None,
+            });
+        }
+        Ok(acks)
+    }
+
+    /// Applies the tenant's retry policy to a failed attempt.
+    #[allow(clippy::too_many_arguments)]
+    fn retry_or_give_up(
+        &mut self,
+        tx: &mut Tx,
+        job: Job,
+        now: i64,
+        code: String,
+        text: String,
+        after_ms: Option<u64>,
+        mut note: Note,
+    ) -> Job {
+        let age = (now - job.created_ms).max(0) as u64;
+        let unit = self.next_unit();
+        match decide(&self.limits.retry, job.attempts, age, unit, after_ms) {
+            Decision::RetryIn(ms) => {
+                note.message = format!("{code}: {text}; retry in {ms} ms");
+                self.transition(tx, job, now, note, |j| {
+                    j.status = Status::Placed;
+                    j.due_ms = Some(now + ms as i64);
+                    j.reason_code = Some(code);
+                    j.reason_text = Some(text);
+                })
+            }
+            Decision::GiveUp => {
+                let text = format!(
+                    "gave up after {} attempts; last: {code}: {text}",
+                    job.attempts
+                );
+                note.message = format!("{MAX_ATTEMPTS_EXCEEDED}: {text}");
+                self.transition(tx, job, now, note, |j| {
+                    j.status = Status::Error;
+                    j.reason_code = Some(MAX_ATTEMPTS_EXCEEDED.to_string());
+                    j.reason_text = Some(text);
+                })
+            }
+        }
+    }
+
+    fn heartbeat(
+        &mut self,
+        tx: &mut Tx,
+        worker_id: &str,
+        lease_ids: Vec<LeaseId>,
+        now: i64,
+    ) -> Result<Reply, StoreError> {
+        let (mut extended, mut lost) = (Vec::new(), Vec::new());
+        for lease_id in lease_ids {
+            let job = match self.leases.get(&lease_id) {
+                Some(id) => self.load(*id)?,
+                None => None,
+            };
+            let Some(mut job) = job.filter(|j| {
+                j.status == Status::Processing
+                    && j.lease
+                        .as_ref()
+                        .is_some_and(|l| l.lease_id == lease_id && l.worker_id == worker_id)
+            }) else {
+                lost.push(lease_id);
+                continue;
+            };
+            let lease = job.lease.as_mut().expect("checked above");
+            tx.batch.delete(keys::lease(lease.expires_ms, job.id));
+            lease.expires_ms = now + lease.lease_ms as i64;
+            tx.batch
+                .put(keys::lease(lease.expires_ms, job.id), Vec::new());
+            put_job(tx, &job);
+            extended.push(lease_id);
+        }
+        Ok(Reply::Heartbeat { extended, lost })
+    }
+
+    fn expire(&mut self, tx: &mut Tx, now: i64) -> Result<u64, StoreError> {
+        let mut ids = Vec::new();
+        self.kv.scan(
+            &[keys::LEASE],
+            &keys::upto(keys::LEASE, now),
+            &mut |k, _| {
+                ids.extend(keys::trailing_id(k));
+                if ids.len() >= EXPIRE_CHUNK {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )?;
+        let mut n = 0;
+        for id in ids {
+            let Some(job) = self.load(id)?.filter(|j| j.status == Status::Processing) else {
+                continue;
+            };
+            let worker = job.lease.as_ref().map(|l| l.worker_id.clone());
+            let text = format!(
+                "the lease of worker {} expired before it reported",
+                worker.as_deref().unwrap_or("?")
+            );
+            let note = Note {
+                worker_id: worker,
+                ..Note::default()
+            };
+            self.retry_or_give_up(tx, job, now, LEASE_EXPIRED.into(), text, None, note);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn clear(&mut self, tx: &mut Tx, now: i64) -> Result<u64, StoreError> {
+        let prefix = keys::status_prefix(Status::Placed);
+        let mut ids = Vec::new();
+        self.kv
+            .scan(&prefix, &keys::prefix_end(&prefix), &mut |k, _| {
+                ids.extend(keys::trailing_id(k));
+                ControlFlow::Continue(())
+            })?;
+        let mut n = 0;
+        for id in ids {
+            if let Some(job) = self.load(id)?.filter(|j| j.status == Status::Placed) {
+                self.transition(tx, job, now, Note::says("cleared by an operator"), |j| {
+                    j.status = Status::Cleared;
+                });
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn retry(&mut self, tx: &mut Tx, id: JobId, now: i64) -> Result<RetryOutcome, StoreError> {
+        let Some(job) = self.load(id)? else {
+            return Ok(RetryOutcome::NotFound);
+        };
+        if job.status != Status::Error {
+            return Ok(RetryOutcome::NotInError(job.status));
+        }
+        let was = job.reason_code.clone().unwrap_or_default();
+        let note = Note::says(format!(
+            "retried by an operator (was {was}); attempts start again"
+        ));
+        let job = self.transition(tx, job, now, note, |j| {
+            j.status = Status::Placed;
+            j.attempts = 0;
+            j.due_ms = Some(now);
+            j.reason_code = None;
+            j.reason_text = None;
+        });
+        Ok(RetryOutcome::Retried(job))
+    }
+
+    fn prune(&mut self, tx: &mut Tx, before_ms: i64, limit: usize) -> Result<u64, StoreError> {
+        let mut ids = Vec::new();
+        self.kv.scan(
+            &[keys::FINISHED],
+            &keys::upto(keys::FINISHED, before_ms),
+            &mut |k, _| {
+                ids.extend(keys::trailing_id(k));
+                if ids.len() >= limit {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )?;
+        let mut n = 0;
+        for id in ids {
+            let Some(job) = self.load(id)? else { continue };
+            unindex(tx, &job);
+            tx.batch.delete(keys::job(id));
+            let unique = keys::unique(&job.order.uniqueid);
+            if self.kv.get(&unique)?.as_deref() == Some(id.as_bytes().as_slice()) {
+                tx.batch.delete(unique);
+            }
+            let prefix = keys::events_of(id);
+            let mut events = Vec::new();
+            self.kv
+                .scan(&prefix, &keys::prefix_end(&prefix), &mut |k, _| {
+                    events.push(k.to_vec());
+                    ControlFlow::Continue(())
+                })?;
+            for key in events {
+                tx.batch.delete(key);
+            }
+            tx.delta[job.status.index()] -= 1;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// A uniform number in [0, 1) for backoff jitter (splitmix64; quality needs are modest).
+    fn next_unit(&mut self) -> f64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The index keys a job holds in its current status.
+fn index_keys(job: &Job) -> Vec<Vec<u8>> {
+    let mut out = vec![keys::status(job.status, job.id)];
+    match job.status {
+        Status::Placed => out.extend(job.due_ms.map(|d| keys::due(d, job.id))),
+        Status::Processing => out.extend(
+            job.lease
+                .as_ref()
+                .map(|l| keys::lease(l.expires_ms, job.id)),
+        ),
+        _ => out.extend(job.finished_ms.map(|f| keys::finished(f, job.id))),
+    }
+    out
+}
+
+fn index(tx: &mut Tx, job: &Job) {
+    for key in index_keys(job) {
+        tx.batch.put(key, Vec::new());
+    }
+}
+
+fn unindex(tx: &mut Tx, job: &Job) {
+    for key in index_keys(job) {
+        tx.batch.delete(key);
+    }
+}
+
+fn put_job(tx: &mut Tx, job: &Job) {
+    tx.batch.put(
+        keys::job(job.id),
+        record::encode(&StoredJob::V1(job.clone())),
+    );
+}
+
+fn append_event(tx: &mut Tx, job: &mut Job, from: Option<Status>, note: Note, now: i64) {
+    let event = Event {
+        at_ms: now,
+        from,
+        to: job.status,
+        attempt: job.attempts,
+        message: note.message,
+        http_status: note.detail.http_status,
+        duration_ms: note.detail.duration_ms,
+        excerpt: note.detail.excerpt,
+        worker_id: note.worker_id,
+    };
+    tx.batch.put(
+        keys::event(job.id, job.events),
+        record::encode(&StoredEvent::V1(event)),
+    );
+    job.events += 1;
+}
+
+/// At most `max` characters, cut on a character boundary.
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}

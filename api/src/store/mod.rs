@@ -1,0 +1,284 @@
+//! The tenant's store: the only code that opens the database (an Architecture Invariant).
+//!
+//! Layers, bottom up:
+//! - [`Kv`]: the narrow trait an engine implements (get, ordered scan, atomic batch, flush).
+//!   [`sled_engine`] is the one engine today.
+//! - [`machine`]: the job state machine (create, lease, report, expire, clear, retry, prune) written
+//!   once over `Kv`, so every engine behaves the same.
+//! - [`writer`]: the single writer thread. It drains waiting commands, applies each as one atomic
+//!   batch, flushes once for the whole group, and only then answers (group commit).
+//! - [`Store`]: the cloneable handle routes use: async commands through the writer, reads straight
+//!   from the engine on the caller's thread.
+
+pub mod keys;
+pub mod machine;
+pub mod read;
+pub mod record;
+pub mod sled_engine;
+pub mod writer;
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use ferry_shared::config::RetryConfig;
+use ferry_shared::job::{JobId, LeaseId, OrderLine, Status};
+use ferry_shared::protocol::{LeasedJob, ReportAck, ReportItem};
+use tokio::sync::oneshot;
+
+pub use machine::{Command, Reply};
+use record::{Event, Job};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine error")]
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("a stored record cannot be decoded")]
+    Decode(#[source] serde_json::Error),
+    #[error("the store is closed")]
+    Closed,
+    #[error("the store stopped accepting writes after a failed flush; restart the api")]
+    Failed,
+}
+
+/// An atomic group of writes: `None` deletes the key.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((key, Some(value)));
+    }
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.ops.push((key, None));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Called for each key and value of a scan; `Break` ends the scan.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'a;
+
+/// What a storage engine must provide. Reads may come from any thread; `apply` and `flush` come
+/// only from the writer thread.
+pub trait Kv: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Visits the keys in `[from, to)` in byte order until `visit` breaks.
+    fn scan(&self, from: &[u8], to: &[u8], visit: &mut Visitor<'_>) -> Result<(), StoreError>;
+    /// Applies every write of `batch` or none of them. Not yet durable.
+    fn apply(&self, batch: Batch) -> Result<(), StoreError>;
+    /// Makes everything applied so far durable (blocking).
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// What the writer publishes for readers on other threads.
+#[derive(Debug, Default)]
+pub struct Published {
+    counts: [AtomicU64; 5],
+    worker_running: AtomicBool,
+    failed: AtomicBool,
+    /// Woken after a flush that made work ready (long-polling leases wait on it).
+    pub work: tokio::sync::Notify,
+}
+
+/// Tunables of the state machine, taken from the tenant's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub retry: RetryConfig,
+    pub max_queue: u64,
+}
+
+/// The cloneable handle to the store.
+#[derive(Clone)]
+pub struct Store {
+    tx: std::sync::mpsc::Sender<writer::Request>,
+    kv: Arc<dyn Kv>,
+    published: Arc<Published>,
+}
+
+/// Joins the writer thread once every command has been answered and the last flush is done.
+pub struct WriterHandle(std::thread::JoinHandle<()>);
+
+impl WriterHandle {
+    pub fn join(self) {
+        if self.0.join().is_err() {
+            tracing::error!("the store's writer thread panicked");
+        }
+    }
+}
+
+// Moved once per request; boxing the job would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum CreateOutcome {
+    New(Job),
+    Duplicate(Job),
+    Conflict(Job),
+    QueueFull,
+}
+
+#[allow(clippy::large_enum_variant)]
+pub enum RetryOutcome {
+    Retried(Job),
+    NotFound,
+    NotInError(Status),
+}
+
+impl Store {
+    /// Opens (or creates) the sled store in `dir` and starts its writer.
+    pub fn open_sled(dir: &Path, limits: Limits) -> Result<(Store, WriterHandle), StoreError> {
+        let kv: Arc<dyn Kv> = Arc::new(sled_engine::SledKv::open(dir)?);
+        Self::start(kv, limits)
+    }
+
+    pub fn start(kv: Arc<dyn Kv>, limits: Limits) -> Result<(Store, WriterHandle), StoreError> {
+        let published = Arc::new(Published::default());
+        let machine = machine::Machine::recover(kv.clone(), limits)?;
+        let (tx, handle) = writer::spawn(machine, kv.clone(), published.clone())?;
+        Ok((Store { tx, kv, published }, WriterHandle(handle)))
+    }
+
+    async fn call(&self, cmd: Command) -> Result<Reply, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(writer::Request { cmd, reply })
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn create(&self, order: OrderLine) -> Result<CreateOutcome, StoreError> {
+        match self.call(Command::Create(order)).await? {
+            Reply::Create(o) => Ok(o),
+            _ => unreachable!("create answers Reply::Create"),
+        }
+    }
+
+    /// Leases up to `max` due jobs. Also answers when the next not-yet-due job becomes due.
+    pub async fn lease(
+        &self,
+        worker_id: String,
+        max: u32,
+        lease_ms: u64,
+    ) -> Result<(Vec<LeasedJob>, Option<i64>), StoreError> {
+        match self
+            .call(Command::Lease {
+                worker_id,
+                max,
+                lease_ms,
+            })
+            .await?
+        {
+            Reply::Leased { jobs, next_due_ms } => Ok((jobs, next_due_ms)),
+            _ => unreachable!("lease answers Reply::Leased"),
+        }
+    }
+
+    pub async fn report(
+        &self,
+        worker_id: String,
+        items: Vec<ReportItem>,
+    ) -> Result<Vec<ReportAck>, StoreError> {
+        match self.call(Command::Report { worker_id, items }).await? {
+            Reply::Reported(acks) => Ok(acks),
+            _ => unreachable!("report answers Reply::Reported"),
+        }
+    }
+
+    pub async fn heartbeat(
+        &self,
+        worker_id: String,
+        lease_ids: Vec<LeaseId>,
+    ) -> Result<(Vec<LeaseId>, Vec<LeaseId>), StoreError> {
+        match self
+            .call(Command::Heartbeat {
+                worker_id,
+                lease_ids,
+            })
+            .await?
+        {
+            Reply::Heartbeat { extended, lost } => Ok((extended, lost)),
+            _ => unreachable!("heartbeat answers Reply::Heartbeat"),
+        }
+    }
+
+    async fn count_reply(&self, cmd: Command) -> Result<u64, StoreError> {
+        match self.call(cmd).await? {
+            Reply::Count(n) => Ok(n),
+            _ => unreachable!("this command answers Reply::Count"),
+        }
+    }
+
+    /// Hands expired leases back to the queue (or to `error` when attempts are used up).
+    pub async fn expire_leases(&self) -> Result<u64, StoreError> {
+        self.count_reply(Command::ExpireLeases).await
+    }
+
+    /// Moves every `placed` job to `cleared`; answers how many.
+    pub async fn clear(&self) -> Result<u64, StoreError> {
+        self.count_reply(Command::Clear).await
+    }
+
+    /// Deletes up to `limit` jobs that finished before `before_ms`, with their logs.
+    pub async fn prune(&self, before_ms: i64, limit: usize) -> Result<u64, StoreError> {
+        self.count_reply(Command::Prune { before_ms, limit }).await
+    }
+
+    pub async fn set_worker_running(&self, running: bool) -> Result<(), StoreError> {
+        self.call(Command::SetWorker(running)).await.map(|_| ())
+    }
+
+    pub async fn retry(&self, id: JobId) -> Result<RetryOutcome, StoreError> {
+        match self.call(Command::Retry(id)).await? {
+            Reply::Retry(o) => Ok(o),
+            _ => unreachable!("retry answers Reply::Retry"),
+        }
+    }
+
+    /// Asks the writer to flush and stop; later commands answer `Closed`.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        match self.call(Command::Close).await {
+            Ok(_) | Err(StoreError::Closed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        read::job(&*self.kv, id)
+    }
+
+    pub fn job_by_uniqueid(&self, uniqueid: &str) -> Result<Option<Job>, StoreError> {
+        read::job_by_uniqueid(&*self.kv, uniqueid)
+    }
+
+    pub fn events(&self, id: JobId) -> Result<Vec<Event>, StoreError> {
+        read::events(&*self.kv, id)
+    }
+
+    pub fn list(&self, query: &read::ListQuery) -> Result<read::Page, StoreError> {
+        read::list(&*self.kv, query)
+    }
+
+    /// Jobs per status, in `Status::ALL` order, as of the last flush.
+    pub fn counts(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.published.counts[i].load(Ordering::Relaxed))
+    }
+
+    pub fn count(&self, st: Status) -> u64 {
+        self.published.counts[st.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn worker_running(&self) -> bool {
+        self.published.worker_running.load(Ordering::Relaxed)
+    }
+
+    pub fn failed(&self) -> bool {
+        self.published.failed.load(Ordering::Relaxed)
+    }
+
+    pub fn work_notify(&self) -> &tokio::sync::Notify {
+        &self.published.work
+    }
+}

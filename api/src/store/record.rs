@@ -1,0 +1,256 @@
+//! Records as stored on disk. These bytes are a compatibility boundary: each is a versioned enum
+//! (`{"v":"1", ...}`), new fields come with `#[serde(default)]`, and the golden test below pins
+//! the format. Passwords are stored (the worker needs them) but never leave through a view.
+
+use ferry_shared::job::{EventView, JobId, JobKind, JobView, LeaseId, OrderLine, Status};
+use ferry_shared::protocol::DeliveryOrder;
+use ferry_shared::{Secret, rfc3339};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub enum StoredJob {
+    #[serde(rename = "1")]
+    V1(Job),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub enum StoredEvent {
+    #[serde(rename = "1")]
+    V1(Event),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub enum StoredMeta {
+    #[serde(rename = "1")]
+    V1 { worker_running: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub uniqueid: String,
+    pub workshop: String,
+    pub worksheet: String,
+    pub product_nr: String,
+    pub amount: f64,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    pub lease_id: LeaseId,
+    pub worker_id: String,
+    pub expires_ms: i64,
+    pub lease_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub status: Status,
+    pub order: Order,
+    pub attempts: u32,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    /// When a `placed` job may next be leased.
+    #[serde(default)]
+    pub due_ms: Option<i64>,
+    #[serde(default)]
+    pub lease: Option<Lease>,
+    #[serde(default)]
+    pub reason_code: Option<String>,
+    #[serde(default)]
+    pub reason_text: Option<String>,
+    #[serde(default)]
+    pub target_ref: Option<String>,
+    /// How many events the job's log holds (the next event's sequence number).
+    pub events: u32,
+    /// When the job reached `created`, `error` or `cleared` (the pruning clock).
+    #[serde(default)]
+    pub finished_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at_ms: i64,
+    pub from: Option<Status>,
+    pub to: Status,
+    pub attempt: u32,
+    pub message: String,
+    #[serde(default)]
+    pub http_status: Option<u16>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    #[serde(default)]
+    pub excerpt: Option<String>,
+    #[serde(default)]
+    pub worker_id: Option<String>,
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs to JSON cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+pub fn decode_job(bytes: &[u8]) -> Result<Job, StoreError> {
+    match serde_json::from_slice(bytes).map_err(StoreError::Decode)? {
+        StoredJob::V1(job) => Ok(job),
+    }
+}
+
+pub fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
+    match serde_json::from_slice(bytes).map_err(StoreError::Decode)? {
+        StoredEvent::V1(ev) => Ok(ev),
+    }
+}
+
+impl From<&OrderLine> for Order {
+    fn from(o: &OrderLine) -> Self {
+        Self {
+            uniqueid: o.uniqueid.clone(),
+            workshop: o.workshop.clone(),
+            worksheet: o.worksheet.clone(),
+            product_nr: o.product_nr.clone(),
+            amount: o.amount,
+            username: o.username.clone(),
+            password: o.password.as_ref().map(|p| p.expose().clone()),
+        }
+    }
+}
+
+impl Order {
+    /// Whether a repeated `POST /create` carries the same order (then it is a harmless replay).
+    pub fn same_as(&self, o: &OrderLine) -> bool {
+        *self == Order::from(o)
+    }
+
+    pub fn to_line(&self) -> OrderLine {
+        OrderLine {
+            uniqueid: self.uniqueid.clone(),
+            workshop: self.workshop.clone(),
+            worksheet: self.worksheet.clone(),
+            product_nr: self.product_nr.clone(),
+            amount: self.amount,
+            username: self.username.clone(),
+            password: self.password.clone().map(Secret::new),
+        }
+    }
+
+    pub fn for_delivery(&self) -> DeliveryOrder {
+        DeliveryOrder {
+            uniqueid: self.uniqueid.clone(),
+            workshop: self.workshop.clone(),
+            worksheet: self.worksheet.clone(),
+            product_nr: self.product_nr.clone(),
+            amount: self.amount,
+            username: self.username.clone(),
+            password: self.password.clone(),
+        }
+    }
+}
+
+impl Job {
+    pub fn view(&self) -> JobView {
+        JobView {
+            id: self.id,
+            kind: self.kind,
+            uniqueid: self.order.uniqueid.clone(),
+            status: self.status,
+            workshop: self.order.workshop.clone(),
+            worksheet: self.order.worksheet.clone(),
+            product_nr: self.order.product_nr.clone(),
+            amount: self.order.amount,
+            username: self.order.username.clone(),
+            attempts: self.attempts,
+            created_at: rfc3339(self.created_ms),
+            updated_at: rfc3339(self.updated_ms),
+            next_attempt_at: self
+                .due_ms
+                .filter(|_| self.status == Status::Placed)
+                .map(rfc3339),
+            reason_code: self.reason_code.clone(),
+            reason_text: self.reason_text.clone(),
+            target_ref: self.target_ref.clone(),
+        }
+    }
+
+    /// Whether `needle` (already lower-case) occurs in what an operator would search by.
+    pub fn matches(&self, needle: &str) -> bool {
+        [
+            self.order.uniqueid.as_str(),
+            &self.order.worksheet,
+            &self.order.product_nr,
+            self.order.username.as_deref().unwrap_or(""),
+            self.reason_code.as_deref().unwrap_or(""),
+            self.reason_text.as_deref().unwrap_or(""),
+            self.target_ref.as_deref().unwrap_or(""),
+        ]
+        .iter()
+        .any(|field| field.to_lowercase().contains(needle))
+    }
+}
+
+impl Event {
+    pub fn view(&self) -> EventView {
+        EventView {
+            at: rfc3339(self.at_ms),
+            from: self.from,
+            to: self.to,
+            attempt: self.attempt,
+            message: self.message.clone(),
+            http_status: self.http_status,
+            duration_ms: self.duration_ms,
+            excerpt: self.excerpt.clone(),
+            worker_id: self.worker_id.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// These literals are what version 1 wrote to disk. If this test fails, existing stores
+    /// would not open: add a `V2` instead of changing `V1`.
+    const GOLDEN_JOB: &str = r#"{"v":"1","id":"0190f2c4-1a2b-7c3d-8e4f-0123456789ab","kind":"order_line","status":"processing","order":{"uniqueid":"u-1","workshop":"Bennys Auto","worksheet":"558","product_nr":"10","amount":5.5,"username":"ann","password":"pw"},"attempts":2,"created_ms":1700000000000,"updated_ms":1700000001000,"due_ms":null,"lease":{"lease_id":"0190f2c4-1a2b-7c3d-8e4f-0123456789ac","worker_id":"w1","expires_ms":1700000031000,"lease_ms":30000},"reason_code":"ERP_UNAVAILABLE","reason_text":"503","target_ref":null,"events":3,"finished_ms":null}"#;
+    const GOLDEN_EVENT: &str = r#"{"v":"1","at_ms":1700000001000,"from":"placed","to":"processing","attempt":2,"message":"leased","http_status":null,"duration_ms":null,"excerpt":null,"worker_id":"w1"}"#;
+    const GOLDEN_META: &str = r#"{"v":"1","worker_running":false}"#;
+
+    #[test]
+    fn version_1_records_round_trip_byte_for_byte() {
+        let job = decode_job(GOLDEN_JOB.as_bytes()).unwrap();
+        assert_eq!(job.status, Status::Processing);
+        assert_eq!(job.order.password.as_deref(), Some("pw"));
+        assert_eq!(job.lease.as_ref().unwrap().lease_ms, 30_000);
+        assert_eq!(encode(&StoredJob::V1(job)), GOLDEN_JOB.as_bytes());
+
+        let ev = decode_event(GOLDEN_EVENT.as_bytes()).unwrap();
+        assert_eq!(ev.worker_id.as_deref(), Some("w1"));
+        assert_eq!(encode(&StoredEvent::V1(ev)), GOLDEN_EVENT.as_bytes());
+
+        let meta: StoredMeta = serde_json::from_str(GOLDEN_META).unwrap();
+        assert_eq!(
+            meta,
+            StoredMeta::V1 {
+                worker_running: false
+            }
+        );
+        assert_eq!(encode(&meta), GOLDEN_META.as_bytes());
+    }
+
+    #[test]
+    fn a_view_never_shows_the_password() {
+        let job = decode_job(GOLDEN_JOB.as_bytes()).unwrap();
+        let shown = serde_json::to_string(&job.view()).unwrap();
+        assert!(!shown.contains("pw\""), "{shown}");
+        assert!(!shown.contains("password"), "{shown}");
+    }
+}

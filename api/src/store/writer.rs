@@ -1,0 +1,108 @@
+//! The single writer thread and its group commit: block for one command, drain whatever else is
+//! waiting (up to [`MAX_GROUP`]), apply each as its own atomic batch, flush once, then answer all
+//! of them. Nothing is acknowledged before the flush that makes it durable.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use super::machine::{Command, Machine, Reply};
+use super::{Kv, Published, StoreError};
+
+/// Commands per group: bounds the latency one flush adds to the first command of a group.
+const MAX_GROUP: usize = 1024;
+
+pub struct Request {
+    pub cmd: Command,
+    pub reply: oneshot::Sender<Result<Reply, StoreError>>,
+}
+
+pub fn spawn(
+    machine: Machine,
+    kv: Arc<dyn Kv>,
+    published: Arc<Published>,
+) -> Result<(mpsc::Sender<Request>, std::thread::JoinHandle<()>), StoreError> {
+    publish(&machine, &published);
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name("ferry-store-writer".into())
+        .spawn(move || run(machine, kv, rx, published))
+        .map_err(|e| StoreError::Engine(Box::new(e)))?;
+    Ok((tx, handle))
+}
+
+fn publish(machine: &Machine, published: &Published) {
+    for (slot, n) in published.counts.iter().zip(machine.counts()) {
+        slot.store(n, Ordering::Relaxed);
+    }
+    published
+        .worker_running
+        .store(machine.worker_running(), Ordering::Relaxed);
+}
+
+fn run(
+    mut machine: Machine,
+    kv: Arc<dyn Kv>,
+    rx: mpsc::Receiver<Request>,
+    published: Arc<Published>,
+) {
+    let mut failed = false;
+    let mut group: Vec<Request> = Vec::with_capacity(MAX_GROUP);
+    let mut closing = false;
+    while !closing {
+        let Ok(first) = rx.recv() else { break };
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(req) => group.push(req),
+                Err(_) => break,
+            }
+        }
+        let now = ferry_shared::now_ms();
+        let mut answers = Vec::with_capacity(group.len());
+        for Request { cmd, reply } in group.drain(..) {
+            closing |= matches!(cmd, Command::Close);
+            let result = if failed {
+                Err(StoreError::Failed)
+            } else {
+                machine.apply(cmd, now)
+            };
+            if let Err(e) = &result
+                && !matches!(e, StoreError::Failed)
+            {
+                tracing::error!(error = ?e, "store command failed");
+            }
+            answers.push((reply, result));
+        }
+        let (dirty, woke) = machine.take_flags();
+        if dirty
+            && !failed
+            && let Err(e) = kv.flush()
+        {
+            {
+                // What was applied may or may not be on disk; refuse everything from now on
+                // rather than acknowledge writes whose durability is unknown.
+                tracing::error!(error = ?e, "store flush failed; the store now refuses writes");
+                failed = true;
+                published.failed.store(true, Ordering::Relaxed);
+                for (_, result) in answers.iter_mut() {
+                    *result = Err(StoreError::Failed);
+                }
+            }
+        }
+        publish(&machine, &published);
+        if woke {
+            published.work.notify_waiters();
+        }
+        for (reply, result) in answers {
+            // A caller that gave up waiting is not an error.
+            let _ = reply.send(result);
+        }
+    }
+    if let Err(e) = kv.flush() {
+        tracing::error!(error = ?e, "final store flush failed");
+    }
+    published.work.notify_waiters();
+}
