@@ -1,6 +1,7 @@
 //! Logs go to stdout and to the tenant's `api.log`, human-readable.
 
 use std::fs::OpenOptions;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -18,7 +19,10 @@ pub fn init(level: &str, log_file: &Path) -> std::io::Result<()> {
         .create(true)
         .append(true)
         .open(log_file)?;
-    let stdout = fmt::layer().with_target(false).with_filter(level);
+    let stdout = fmt::layer()
+        .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
+        .with_filter(level);
     let file = fmt::layer()
         .with_target(false)
         .with_ansi(false)

@@ -1,0 +1,15 @@
+//! End-to-end suites: each starts the real binaries and talks HTTP, as users do.
+
+// A test that cannot unwrap should fail loudly.
+#![allow(clippy::unwrap_used)]
+
+/// Restarts and kill -9 under load: nothing acknowledged is lost.
+mod durability;
+/// POST /create: validation, idempotency, the legacy client, limits.
+mod intake;
+/// The worker protocol drives a job through every state.
+mod protocol;
+/// GET /queue, PUT /clear_queue, start and stop of the worker.
+mod queue;
+/// Routing, auth, the command line, and PUT /kill.
+mod surface;

@@ -1,0 +1,212 @@
+use std::time::Duration;
+
+use ferry_tests::{ApiOptions, TestApi, order, run_to_end};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_answer_in_the_envelope() {
+    let api = TestApi::start().await;
+    let (status, body) = api.get("/nothing/here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["success"], false);
+    assert_eq!(body["error"]["code"], "NOT_FOUND");
+
+    for (method, path) in [
+        ("GET", "/create"),
+        ("POST", "/queue"),
+        ("GET", "/kill"),
+        ("DELETE", "/alive"),
+        ("GET", "/worker/lease"),
+    ] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let (status, body) = api
+            .send(api.http.request(m, format!("{}{path}", api.base())))
+            .await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(body["error"]["code"], "METHOD_NOT_ALLOWED");
+    }
+}
+
+#[tokio::test]
+async fn alive_reports_tenant_worker_and_queue_counts() {
+    let api = TestApi::start().await;
+    api.create_ok(&order("a")).await;
+    let alive = api.alive().await;
+    assert_eq!(alive["tenant"], "Bennys Auto");
+    assert_eq!(alive["slug"], "bennys-auto");
+    assert_eq!(alive["queue"]["placed"], 1);
+    assert_eq!(alive["worker"]["desired"], "running");
+    assert_eq!(alive["worker"]["connected"], false);
+    api.lease("w-7", 1, 0, 30_000).await;
+    assert_eq!(api.alive().await["worker"]["connected"], true);
+    assert!(api.data.path().join("bennys-auto/api.log").exists());
+    assert!(api.data.path().join("bennys-auto/store").is_dir());
+}
+
+#[tokio::test]
+async fn with_a_key_every_call_but_alive_needs_it_and_the_worker_has_its_own_token() {
+    let api = TestApi::with(
+        ApiOptions::default()
+            .env("FERRY_API_KEY", "k-upstream")
+            .env("FERRY_WORKER_TOKEN", "k-worker"),
+    )
+    .await;
+    let url = |p: &str| format!("{}{p}", api.base());
+    let (status, body) = api.send(api.http.get(url("/queue"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "UNAUTHORIZED");
+    let (status, _) = api
+        .send(api.http.get(url("/queue")).header("x-api-key", "wrong"))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = api
+        .send(
+            api.http
+                .get(url("/queue"))
+                .header("x-api-key", "k-upstream"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = api
+        .send(
+            api.http
+                .post(url("/create"))
+                .bearer_auth("k-upstream")
+                .json(&order("x")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = api.send(api.http.get(url("/alive"))).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let lease = json!({"worker_id": "w", "max": 1});
+    let (status, _) = api
+        .send(
+            api.http
+                .post(url("/worker/lease"))
+                .header("x-api-key", "k-upstream")
+                .json(&lease),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the API key is not the worker token"
+    );
+    let (status, body) = api
+        .send(
+            api.http
+                .post(url("/worker/lease"))
+                .bearer_auth("k-worker")
+                .json(&lease),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["jobs"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn without_a_key_it_refuses_to_listen_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (status, out) = run_to_end(
+        "ferry-api",
+        &[
+            "--port",
+            "0",
+            "--workshop",
+            "X",
+            "--data-dir",
+            data,
+            "--bind",
+            "0.0.0.0",
+        ],
+        &[],
+    );
+    assert!(!status.success());
+    assert!(out.contains("without an API key"), "{out}");
+}
+
+#[test]
+fn help_answers_and_bad_settings_are_named() {
+    let (status, out) = run_to_end("ferry-api", &["--help"], &[]);
+    assert!(status.success());
+    for needle in [
+        "--port",
+        "--workshop",
+        "--data-dir",
+        "--config",
+        "FERRY_",
+        "legacy",
+    ] {
+        assert!(out.contains(needle), "--help lacks {needle}:\n{out}");
+    }
+    let (status, out) = run_to_end("ferry-api", &["--port", "0"], &[]);
+    assert!(!status.success());
+    assert!(out.contains("workshop"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("t.toml");
+    std::fs::write(&cfg, "workshop = \"X\"\nmax_qeue = 3\n").unwrap();
+    let (status, out) = run_to_end("ferry-api", &["--config", cfg.to_str().unwrap()], &[]);
+    assert!(!status.success());
+    assert!(out.contains("max_qeue"), "{out}");
+}
+
+#[tokio::test]
+async fn the_legacy_positional_form_and_a_config_file_both_start_a_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tenant.toml");
+    std::fs::write(
+        &cfg,
+        "workshop = \"From File\"\n[retry]\nmax_attempts = 3\n",
+    )
+    .unwrap();
+    let api = TestApi::with(
+        ApiOptions {
+            workshop: "Legacy Garage".into(),
+            legacy_form: true,
+            ..ApiOptions::default()
+        }
+        .env("FERRY_CONFIG", cfg.to_str().unwrap()),
+    )
+    .await;
+    // The flag (here the legacy positional WORKSHOP) wins over the file.
+    assert_eq!(api.alive().await["tenant"], "Legacy Garage");
+}
+
+#[tokio::test]
+async fn kill_answers_first_then_the_worker_is_told_to_exit_and_the_api_exits_0() {
+    let mut api = TestApi::start().await;
+    api.create_ok(&order("in-flight")).await;
+    let leased = api.lease("w", 1, 0, 30_000).await;
+    let job = leased["jobs"][0].clone();
+
+    let (status, body) = api.put("/kill").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) = api.create(&order("too-late")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "SHUTTING_DOWN");
+    let directive = api.lease("w", 1, 0, 30_000).await;
+    assert_eq!(directive["directive"], "exit");
+    assert_eq!(directive["jobs"], json!([]));
+    let acks = api
+        .report(
+            "w",
+            json!([{"job_id": job["job_id"], "lease_id": job["lease_id"],
+                    "outcome": {"kind": "created", "target_ref": "L-9"}}]),
+        )
+        .await;
+    assert_eq!(acks["results"][0]["accepted"], true);
+    assert_eq!(acks["directive"], "exit");
+
+    let status = api.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}");
+    api.start_again();
+    assert_eq!(
+        api.status_of("in-flight").await.1["data"]["status"],
+        "created"
+    );
+    assert_eq!(api.status_of("too-late").await.0, StatusCode::NOT_FOUND);
+}

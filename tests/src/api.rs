@@ -1,0 +1,283 @@
+//! `TestApi`: one real `ferry-api` process and a client with a method per endpoint.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::{bin, clear_ferry_env, wait_exit};
+
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    pub workshop: String,
+    /// Extra environment, e.g. `("FERRY_MAX_QUEUE", "3")`.
+    pub env: Vec<(String, String)>,
+    /// The API key the client sends (and the api requires, unless `env` says otherwise).
+    pub api_key: Option<String>,
+    /// Start with the legacy positional form `ferry-api PORT WORKSHOP`.
+    pub legacy_form: bool,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self {
+            workshop: "Bennys Auto".into(),
+            env: Vec::new(),
+            api_key: None,
+            legacy_form: false,
+        }
+    }
+}
+
+impl ApiOptions {
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn key(mut self, key: &str) -> Self {
+        self.api_key = Some(key.into());
+        self.env("FERRY_API_KEY", key)
+    }
+}
+
+pub struct TestApi {
+    pub opts: ApiOptions,
+    pub data: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    pub http: reqwest::Client,
+    /// Restarts so far (each gets its own stdout file).
+    starts: u32,
+}
+
+impl TestApi {
+    pub async fn start() -> Self {
+        Self::with(ApiOptions::default()).await
+    }
+
+    pub async fn with(opts: ApiOptions) -> Self {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut api = TestApi {
+            opts,
+            data,
+            port: 0,
+            child: None,
+            http: reqwest::Client::new(),
+            starts: 0,
+        };
+        api.launch();
+        api
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn stdout_path(&self) -> PathBuf {
+        self.data.path().join(format!("stdout-{}.log", self.starts))
+    }
+
+    /// Starts the binary (on the last port, or a free one the first time) and waits until it
+    /// listens.
+    fn launch(&mut self) {
+        self.starts += 1;
+        // A fresh connection pool: kept-alive sockets belong to the previous process.
+        self.http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let out = std::fs::File::create(self.stdout_path()).expect("stdout file");
+        let mut cmd = Command::new(bin("ferry-api"));
+        if self.opts.legacy_form {
+            cmd.arg(self.port.to_string()).arg(&self.opts.workshop);
+        } else {
+            cmd.arg("--port")
+                .arg(self.port.to_string())
+                .arg("--workshop")
+                .arg(&self.opts.workshop);
+        }
+        cmd.arg("--data-dir")
+            .arg(self.data.path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out);
+        clear_ferry_env(&mut cmd);
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn ferry-api"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = std::fs::read_to_string(self.stdout_path()).unwrap_or_default();
+            if let Some(port) = log
+                .lines()
+                .find_map(|l| l.split("ferry-api listening on ").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|addr| addr.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+            {
+                self.port = port;
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("ferry-api exited during start-up ({status}):\n{log}");
+            }
+            assert!(Instant::now() < deadline, "ferry-api did not start:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything the current process wrote to stdout and stderr.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.stdout_path()).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush, exactly the crash the store must survive.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself (after `PUT /kill`).
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("api running");
+        wait_exit(&mut child, within)
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
+    /// Starts again after the process exited by itself.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.launch();
+    }
+
+    fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.opts.api_key {
+            Some(k) => rb.header("x-api-key", k),
+            None => rb,
+        }
+    }
+
+    pub async fn send(&self, rb: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = self.auth(rb).send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {status} {text:?}"));
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.get(format!("{}{path}", self.base())))
+            .await
+    }
+
+    pub async fn put(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.put(format!("{}{path}", self.base())))
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(self.http.post(format!("{}{path}", self.base())).json(body))
+            .await
+    }
+
+    pub async fn create(&self, order: &Value) -> (StatusCode, Value) {
+        self.post("/create", order).await
+    }
+
+    /// `data` of a 2xx answer, failing the test otherwise.
+    pub async fn create_ok(&self, order: &Value) -> Value {
+        let (status, body) = self.create(order).await;
+        assert!(status.is_success(), "create: {status} {body}");
+        body["data"].clone()
+    }
+
+    pub async fn status_of(&self, uniqueid: &str) -> (StatusCode, Value) {
+        self.get(&format!("/get_order_status?uniqueid={uniqueid}"))
+            .await
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/jobs/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"].clone()
+    }
+
+    pub async fn log(&self, id: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/jobs/{id}/log")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"]["events"].as_array().expect("events").clone()
+    }
+
+    pub async fn alive(&self) -> Value {
+        let (status, body) = self.get("/alive").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"].clone()
+    }
+
+    pub async fn lease(&self, worker_id: &str, max: u32, wait_ms: u64, lease_ms: u64) -> Value {
+        let (status, body) = self
+            .post(
+                "/worker/lease",
+                &json!({"worker_id": worker_id, "max": max, "wait_ms": wait_ms, "lease_ms": lease_ms}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"].clone()
+    }
+
+    pub async fn report(&self, worker_id: &str, results: Value) -> Value {
+        let (status, body) = self
+            .post(
+                "/worker/report",
+                &json!({"worker_id": worker_id, "results": results}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"].clone()
+    }
+
+    /// Every uniqueid in the given statuses, following cursors.
+    pub async fn all_uniqueids(&self, statuses: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (status, body) = self
+                .get(&format!(
+                    "/queue?status={statuses}&limit=500&cursor={cursor}"
+                ))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            for j in body["data"]["jobs"].as_array().expect("jobs") {
+                out.push(j["uniqueid"].as_str().expect("uniqueid").to_string());
+            }
+            match body["data"]["next_cursor"].as_str() {
+                Some(c) => cursor = c.to_string(),
+                None => return out,
+            }
+        }
+    }
+}
+
+impl Drop for TestApi {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

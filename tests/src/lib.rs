@@ -1,0 +1,113 @@
+//! Helpers for the end-to-end suites: start the real `ferry-api` binary on a free port with a
+//! fresh data dir, talk to it over HTTP, kill it (gracefully or with SIGKILL) and restart it.
+//!
+//! The binaries must be built first (`cargo build --workspace`, as `scripts/test` does); they are
+//! found beside the test executable, or in `$FERRY_BIN_DIR`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub mod api;
+
+pub use api::{ApiOptions, TestApi};
+
+/// The path of one of the workspace's binaries.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("FERRY_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            // target/debug/deps/e2e-<hash> → target/debug/
+            let exe = std::env::current_exe().expect("test executable path");
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .to_path_buf()
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, failing the test after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for a child to exit, failing after `within` (the child is then killed).
+pub fn wait_exit(child: &mut Child, within: Duration) -> ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit within {within:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a binary to completion with `args` (for `--help` and refusals), with FERRY_* cleared.
+pub fn run_to_end(name: &str, args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let mut cmd = Command::new(bin(name));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    clear_ferry_env(&mut cmd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    let out = child.wait_with_output().expect("output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (status, text)
+}
+
+pub fn clear_ferry_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FERRY_") && k != "FERRY_BIN_DIR" {
+            cmd.env_remove(k);
+        }
+    }
+}
+
+/// An order for `Bennys Auto` with the given uniqueid.
+pub fn order(uniqueid: &str) -> Value {
+    serde_json::json!({
+        "uniqueid": uniqueid,
+        "workshop": "Bennys Auto",
+        "worksheet": "558",
+        "product_nr": "10",
+        "amount": 5,
+    })
+}

@@ -1,0 +1,1 @@
+//! ferry-worker: the stateless client that leases jobs from its ferry-api and delivers them.

@@ -1,0 +1,5 @@
+//! `ferry-worker`: placeholder until the worker lands.
+fn main() {
+    eprintln!("ferry-worker: not built yet");
+    std::process::exit(2);
+}
