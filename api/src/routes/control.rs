@@ -3,7 +3,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use ferry_shared::job::{JobId, JobView, Status};
+use ferry_shared::job::{JobView, Status};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -11,7 +11,7 @@ use super::health::counts_json;
 use super::{ok, resource};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::read::ListQuery;
+use crate::store::read::{Cursor, ListQuery};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 500;
@@ -79,8 +79,11 @@ async fn queue(
     }
     let after = match p.cursor.as_deref().filter(|c| !c.is_empty()) {
         Some(c) => Some(
-            JobId::parse(c)
-                .ok_or_else(|| ApiError::field("cursor", "is not a cursor this api handed out"))?,
+            Cursor::parse(c)
+                .filter(|c| statuses.contains(&c.status()))
+                .ok_or_else(|| {
+                    ApiError::field("cursor", "is not a cursor this query handed out")
+                })?,
         ),
         None => None,
     };
@@ -106,7 +109,7 @@ async fn queue(
             "length": length,
             "counts": counts_json(&state),
             "jobs": jobs,
-            "next_cursor": page.next_cursor,
+            "next_cursor": page.next_cursor.map(|c| c.encode()),
         }),
     ))
 }

@@ -133,16 +133,16 @@ async fn job_log(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let job = load(&state, &id)?;
-    let events: Vec<EventView> = state
-        .store
-        .events(job.id)?
-        .iter()
-        .map(|e| e.view())
-        .collect();
+    let events: Vec<EventView> = job.log.iter().map(|e| e.view()).collect();
     Ok(ok(
         StatusCode::OK,
         format!("{} event(s)", events.len()),
-        json!({ "job_id": job.id, "status": job.status, "events": events }),
+        json!({
+            "job_id": job.id,
+            "status": job.status,
+            "events": events,
+            "earlier_events_not_kept": job.log_elided,
+        }),
     ))
 }
 

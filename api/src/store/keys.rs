@@ -1,78 +1,76 @@
 //! The key layout of the store: one keyspace, a one-byte prefix per kind of record, big-endian
 //! numbers so that byte order is time order. Only this module knows it.
 //!
-//! | prefix | key                                  | value              | holds                      |
-//! |--------|--------------------------------------|--------------------|----------------------------|
-//! | `j`    | job id (16)                          | `StoredJob`        | every job                  |
-//! | `d`    | due ms (8) · job id (16)             | empty              | `placed` jobs, by due time |
-//! | `l`    | lease expiry ms (8) · job id (16)    | empty              | `processing` jobs          |
-//! | `s`    | status (1) · job id (16)             | empty              | every job, by status       |
-//! | `u`    | uniqueid (utf-8)                     | job id (16)        | idempotency index          |
-//! | `e`    | job id (16) · sequence (4)           | `StoredEvent`      | per-job event log          |
-//! | `f`    | finished ms (8) · job id (16)        | empty              | finished jobs, for pruning |
-//! | `m`    | name                                 | `StoredMeta`       | tenant meta                |
+//! Every job has its record and exactly one index key, and the index key says its status:
+//!
+//! | prefix | key                                       | value       | holds                       |
+//! |--------|-------------------------------------------|-------------|-----------------------------|
+//! | `j`    | job id (16)                               | `StoredJob` | every job, with its log     |
+//! | `d`    | due ms (8) · job id (16)                  | empty       | `placed`, by due time       |
+//! | `l`    | lease expiry ms (8) · job id (16)         | empty       | `processing`, by expiry     |
+//! | `f`    | status (1) · finished ms (8) · job id (16)| empty       | `created`/`error`/`cleared` |
+//! | `u`    | uniqueid (utf-8)                          | job id (16) | idempotency index           |
+//! | `m`    | name                                      | `StoredMeta`| tenant meta                 |
+//!
+//! Why so few keys: on the development machine each key sled writes costs about 5–7 µs, so a
+//! create writes 3 keys and a transition 3 operations (see ARCHITECTURE.md, "Store").
 
 use ferry_shared::job::{JobId, Status};
 
 pub const JOB: u8 = b'j';
 pub const DUE: u8 = b'd';
 pub const LEASE: u8 = b'l';
-pub const STATUS: u8 = b's';
-pub const UNIQUE: u8 = b'u';
-pub const EVENT: u8 = b'e';
 pub const FINISHED: u8 = b'f';
-pub const META: u8 = b'm';
+pub const UNIQUE: u8 = b'u';
 
 /// The meta record holding the worker's desired state (`PUT /start_worker`, `/stop_worker`).
 pub const META_WORKER: &[u8] = b"mworker";
 
 pub fn job(id: JobId) -> Vec<u8> {
-    cat(&[&[JOB], id.as_bytes()])
+    [&[JOB], id.as_bytes().as_slice()].concat()
 }
 
-fn timed(prefix: u8, ms: i64, id: JobId) -> Vec<u8> {
-    cat(&[&[prefix], &(ms.max(0) as u64).to_be_bytes(), id.as_bytes()])
+/// The prefix under which a status's index keys live.
+pub fn index_prefix(st: Status) -> Vec<u8> {
+    match st {
+        Status::Placed => vec![DUE],
+        Status::Processing => vec![LEASE],
+        other => vec![FINISHED, other.index() as u8],
+    }
 }
 
-pub fn due(ms: i64, id: JobId) -> Vec<u8> {
-    timed(DUE, ms, id)
+/// A job's index key: its status's prefix, the time it is ordered by, its id.
+pub fn index(st: Status, ms: i64, id: JobId) -> Vec<u8> {
+    [
+        index_prefix(st).as_slice(),
+        &(ms.max(0) as u64).to_be_bytes(),
+        id.as_bytes(),
+    ]
+    .concat()
 }
 
-pub fn lease(ms: i64, id: JobId) -> Vec<u8> {
-    timed(LEASE, ms, id)
+/// The first key of `st`'s index later than `ms`: scanning `[index_prefix(st), upto(st, ms))`
+/// visits every job whose time is at or before `ms`.
+pub fn upto(st: Status, ms: i64) -> Vec<u8> {
+    [
+        index_prefix(st).as_slice(),
+        &(ms.max(0) as u64 + 1).to_be_bytes(),
+    ]
+    .concat()
 }
 
-pub fn finished(ms: i64, id: JobId) -> Vec<u8> {
-    timed(FINISHED, ms, id)
-}
-
-/// The first key of a time-ordered prefix that is later than `ms`: scanning `[prefix, upto(ms))`
-/// visits everything due at or before `ms`.
-pub fn upto(prefix: u8, ms: i64) -> Vec<u8> {
-    cat(&[&[prefix], &(ms.max(0) as u64 + 1).to_be_bytes()])
-}
-
-pub fn status(st: Status, id: JobId) -> Vec<u8> {
-    cat(&[&[STATUS, st.index() as u8], id.as_bytes()])
-}
-
-pub fn status_prefix(st: Status) -> Vec<u8> {
-    vec![STATUS, st.index() as u8]
+/// The time in an index key of `st`.
+pub fn index_ms(st: Status, key: &[u8]) -> Option<i64> {
+    let at = index_prefix(st).len();
+    let bytes: [u8; 8] = key.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes) as i64)
 }
 
 pub fn unique(uniqueid: &str) -> Vec<u8> {
-    cat(&[&[UNIQUE], uniqueid.as_bytes()])
+    [&[UNIQUE], uniqueid.as_bytes()].concat()
 }
 
-pub fn event(id: JobId, seq: u32) -> Vec<u8> {
-    cat(&[&[EVENT], id.as_bytes(), &seq.to_be_bytes()])
-}
-
-pub fn events_of(id: JobId) -> Vec<u8> {
-    cat(&[&[EVENT], id.as_bytes()])
-}
-
-/// The job id at the end of a `d`, `l`, `f` or `s` key.
+/// The job id at the end of an index key.
 pub fn trailing_id(key: &[u8]) -> Option<JobId> {
     let tail: [u8; 16] = key.get(key.len().checked_sub(16)?..)?.try_into().ok()?;
     Some(JobId::from_bytes(tail))
@@ -90,21 +88,26 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![u8::MAX; prefix.len() + 1]
 }
 
-fn cat(parts: &[&[u8]]) -> Vec<u8> {
-    parts.concat()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn time_keys_sort_by_time_then_id() {
+    fn index_keys_sort_by_time_then_id_and_stay_in_their_status() {
         let (a, b) = (JobId::new(), JobId::new());
-        assert!(due(5, b) < due(6, a));
-        assert!(due(5, a) < due(5, b));
-        assert!(due(5, a) < upto(DUE, 5) && upto(DUE, 5) <= due(6, a));
-        assert_eq!(trailing_id(&due(7, a)), Some(a));
+        let placed = |ms, id| index(Status::Placed, ms, id);
+        assert!(placed(5, b) < placed(6, a));
+        assert!(placed(5, a) < placed(5, b));
+        assert!(placed(5, a) < upto(Status::Placed, 5));
+        assert!(upto(Status::Placed, 5) <= placed(6, a));
+        assert_eq!(trailing_id(&placed(7, a)), Some(a));
+        assert_eq!(
+            index_ms(Status::Error, &index(Status::Error, 42, a)),
+            Some(42)
+        );
+        let err = index(Status::Error, 1, a);
+        assert!(err.starts_with(&index_prefix(Status::Error)));
+        assert!(!err.starts_with(&index_prefix(Status::Created)));
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! The job state machine, written once over [`Kv`] and run only on the writer thread, so its
-//! read-then-write logic needs no transactions. Each command builds one [`Batch`] and applies it
-//! atomically; the writer flushes once per group of commands.
+//! read-then-write logic needs no transactions.
+//!
+//! Each command's writes go into an in-memory overlay that later commands of the same group read
+//! through; at the end of the group the writer turns the overlay into one atomic batch and
+//! flushes once. One batch per group, not per command: sled 0.34.7 rolls its IO buffer twice on
+//! every `apply_batch` (`pin_log`), which measured 80 µs per create batched alone against 25 µs
+//! batched 32 at a time. Index scans read committed state; whatever they find is re-checked
+//! through the overlay before it is acted on.
 //!
 //! ```text
 //! placed ──lease──▶ processing ──created──▶ created
@@ -11,6 +17,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::mem;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -19,7 +26,7 @@ use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome, ReportAck, Repor
 use ferry_shared::retry::{Decision, decide};
 use ferry_shared::rfc3339;
 
-use super::record::{self, Event, Job, Lease, Order, StoredEvent, StoredJob, StoredMeta};
+use super::record::{self, Event, Job, Lease, Order, StoredMeta};
 use super::{Batch, CreateOutcome, Kv, Limits, RetryOutcome, StoreError, keys, read};
 
 pub const MAX_ATTEMPTS_EXCEEDED: &str = "MAX_ATTEMPTS_EXCEEDED";
@@ -103,8 +110,8 @@ pub struct Machine {
     leases: HashMap<LeaseId, JobId>,
     worker_running: bool,
     rng: u64,
-    /// Whether anything was applied since the last flush.
-    dirty: bool,
+    /// This group's writes, not yet applied to the engine (`None` deletes).
+    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Whether something became leasable since the last flush (wakes long-polls).
     woke: bool,
 }
@@ -114,20 +121,15 @@ impl Machine {
     pub fn recover(kv: Arc<dyn Kv>, limits: Limits) -> Result<Self, StoreError> {
         let mut counts = [0u64; 5];
         for st in Status::ALL {
-            let prefix = keys::status_prefix(st);
+            let prefix = keys::index_prefix(st);
             kv.scan(&prefix, &keys::prefix_end(&prefix), &mut |_, _| {
                 counts[st.index()] += 1;
                 ControlFlow::Continue(())
             })?;
         }
         let mut leases = HashMap::new();
-        let prefix = keys::status_prefix(Status::Processing);
-        let mut processing = Vec::new();
-        kv.scan(&prefix, &keys::prefix_end(&prefix), &mut |k, _| {
-            processing.extend(keys::trailing_id(k));
-            ControlFlow::Continue(())
-        })?;
-        for id in processing {
+        let prefix = keys::index_prefix(Status::Processing);
+        for id in scan_ids(&*kv, &prefix, &keys::prefix_end(&prefix), usize::MAX)? {
             if let Some(lease) = read::job(&*kv, id)?.and_then(|j| j.lease) {
                 leases.insert(lease.lease_id, id);
             }
@@ -146,7 +148,7 @@ impl Machine {
             leases,
             worker_running,
             rng: seed,
-            dirty: false,
+            overlay: HashMap::new(),
             woke: worker_running,
         })
     }
@@ -159,12 +161,20 @@ impl Machine {
         self.worker_running
     }
 
-    /// Returns and resets (dirty, woke).
-    pub fn take_flags(&mut self) -> (bool, bool) {
-        let flags = (self.dirty, self.woke);
-        self.dirty = false;
-        self.woke = false;
-        flags
+    /// Whether something became leasable since the last call.
+    pub fn take_woke(&mut self) -> bool {
+        mem::take(&mut self.woke)
+    }
+
+    /// Applies this group's writes as one atomic batch; answers whether there were any (and so
+    /// whether a flush is owed).
+    pub fn write_group(&mut self) -> Result<bool, StoreError> {
+        if self.overlay.is_empty() {
+            return Ok(false);
+        }
+        let ops = self.overlay.drain().collect();
+        self.kv.apply(Batch { ops })?;
+        Ok(true)
     }
 
     pub fn apply(&mut self, cmd: Command, now: i64) -> Result<Reply, StoreError> {
@@ -202,24 +212,41 @@ impl Machine {
             }
             Command::Close => Reply::Done,
         };
-        self.commit(tx)?;
+        self.commit(tx);
         Ok(reply)
     }
 
-    fn commit(&mut self, tx: Tx) -> Result<(), StoreError> {
-        if tx.batch.is_empty() {
-            return Ok(());
-        }
-        self.kv.apply(tx.batch)?;
+    /// A finished command's writes join the group; a command that failed halfway never gets
+    /// here, so it leaves nothing behind.
+    fn commit(&mut self, tx: Tx) {
+        self.overlay.extend(tx.batch.ops);
         for (count, d) in self.counts.iter_mut().zip(tx.delta) {
             *count = count.saturating_add_signed(d);
         }
-        self.dirty = true;
-        Ok(())
+    }
+
+    /// Reads through this group's writes to the engine.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.kv.get(key),
+        }
     }
 
     fn load(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        read::job(&*self.kv, id)
+        self.get(&keys::job(id))?
+            .map(|b| record::decode_job(&b))
+            .transpose()
+    }
+
+    fn load_by_uniqueid(&self, uniqueid: &str) -> Result<Option<Job>, StoreError> {
+        match self.get(&keys::unique(uniqueid))? {
+            Some(id) => match <[u8; 16]>::try_from(id.as_slice()) {
+                Ok(bytes) => self.load(JobId::from_bytes(bytes)),
+                Err(_) => Ok(None),
+            },
+            None => Ok(None),
+        }
     }
 
     fn create(
@@ -228,7 +255,7 @@ impl Machine {
         order: OrderLine,
         now: i64,
     ) -> Result<CreateOutcome, StoreError> {
-        if let Some(existing) = read::job_by_uniqueid(&*self.kv, &order.uniqueid)? {
+        if let Some(existing) = self.load_by_uniqueid(&order.uniqueid)? {
             return Ok(if existing.order.same_as(&order) {
                 CreateOutcome::Duplicate(existing)
             } else {
@@ -252,14 +279,15 @@ impl Machine {
             reason_code: None,
             reason_text: None,
             target_ref: None,
-            events: 0,
             finished_ms: None,
+            log: Vec::new(),
+            log_elided: 0,
         };
         tx.batch
             .put(keys::unique(&order.uniqueid), job.id.as_bytes().to_vec());
         index(tx, &job);
         tx.delta[Status::Placed.index()] += 1;
-        append_event(tx, &mut job, None, Note::says("received"), now);
+        append_event(&mut job, None, Note::says("received"), now);
         put_job(tx, &job);
         self.woke = true;
         Ok(CreateOutcome::New(job))
@@ -298,7 +326,7 @@ impl Machine {
         }
         tx.delta[from.index()] -= 1;
         tx.delta[job.status.index()] += 1;
-        append_event(tx, &mut job, Some(from), note, now);
+        append_event(&mut job, Some(from), note, now);
         put_job(tx, &job);
         job
     }
@@ -318,16 +346,9 @@ impl Machine {
             });
         }
         let max = max as usize;
-        let mut due = Vec::with_capacity(max.min(64));
-        self.kv
-            .scan(&[keys::DUE], &keys::upto(keys::DUE, now), &mut |k, _| {
-                due.extend(keys::trailing_id(k));
-                if due.len() >= max {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            })?;
+        let placed = keys::index_prefix(Status::Placed);
+        let now_key = keys::upto(Status::Placed, now);
+        let due = scan_ids(&*self.kv, &placed, &now_key, max)?;
         let mut jobs = Vec::with_capacity(due.len());
         for id in due {
             let Some(job) = self.load(id)?.filter(|j| j.status == Status::Placed) else {
@@ -365,15 +386,11 @@ impl Machine {
         }
         let mut next_due_ms = None;
         if jobs.len() < max {
-            let end = keys::prefix_end(&[keys::DUE]);
-            self.kv
-                .scan(&keys::upto(keys::DUE, now), &end, &mut |k, _| {
-                    next_due_ms = k
-                        .get(1..9)
-                        .and_then(|b| b.try_into().ok())
-                        .map(|b| u64::from_be_bytes(b) as i64);
-                    ControlFlow::Break(())
-                })?;
+            let end = keys::prefix_end(&placed);
+            self.kv.scan(&now_key, &end, &mut |k, _| {
+                next_due_ms = keys::index_ms(Status::Placed, k);
+                ControlFlow::Break(())
+            })?;
         }
         Ok(Reply::Leased { jobs, next_due_ms })
     }
@@ -515,11 +532,11 @@ impl Machine {
                 lost.push(lease_id);
                 continue;
             };
-            let lease = job.lease.as_mut().expect("checked above");
-            tx.batch.delete(keys::lease(lease.expires_ms, job.id));
-            lease.expires_ms = now + lease.lease_ms as i64;
-            tx.batch
-                .put(keys::lease(lease.expires_ms, job.id), Vec::new());
+            unindex(tx, &job);
+            if let Some(lease) = job.lease.as_mut() {
+                lease.expires_ms = now + lease.lease_ms as i64;
+            }
+            index(tx, &job);
             put_job(tx, &job);
             extended.push(lease_id);
         }
@@ -527,22 +544,19 @@ impl Machine {
     }
 
     fn expire(&mut self, tx: &mut Tx, now: i64) -> Result<u64, StoreError> {
-        let mut ids = Vec::new();
-        self.kv.scan(
-            &[keys::LEASE],
-            &keys::upto(keys::LEASE, now),
-            &mut |k, _| {
-                ids.extend(keys::trailing_id(k));
-                if ids.len() >= EXPIRE_CHUNK {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            },
+        let leased = keys::index_prefix(Status::Processing);
+        let ids = scan_ids(
+            &*self.kv,
+            &leased,
+            &keys::upto(Status::Processing, now),
+            EXPIRE_CHUNK,
         )?;
+        let expired = |j: &Job| {
+            j.status == Status::Processing && j.lease.as_ref().is_some_and(|l| l.expires_ms <= now)
+        };
         let mut n = 0;
         for id in ids {
-            let Some(job) = self.load(id)?.filter(|j| j.status == Status::Processing) else {
+            let Some(job) = self.load(id)?.filter(expired) else {
                 continue;
             };
             let worker = job.lease.as_ref().map(|l| l.worker_id.clone());
@@ -561,13 +575,8 @@ impl Machine {
     }
 
     fn clear(&mut self, tx: &mut Tx, now: i64) -> Result<u64, StoreError> {
-        let prefix = keys::status_prefix(Status::Placed);
-        let mut ids = Vec::new();
-        self.kv
-            .scan(&prefix, &keys::prefix_end(&prefix), &mut |k, _| {
-                ids.extend(keys::trailing_id(k));
-                ControlFlow::Continue(())
-            })?;
+        let prefix = keys::index_prefix(Status::Placed);
+        let ids = scan_ids(&*self.kv, &prefix, &keys::prefix_end(&prefix), usize::MAX)?;
         let mut n = 0;
         for id in ids {
             if let Some(job) = self.load(id)?.filter(|j| j.status == Status::Placed) {
@@ -603,36 +612,28 @@ impl Machine {
 
     fn prune(&mut self, tx: &mut Tx, before_ms: i64, limit: usize) -> Result<u64, StoreError> {
         let mut ids = Vec::new();
-        self.kv.scan(
-            &[keys::FINISHED],
-            &keys::upto(keys::FINISHED, before_ms),
-            &mut |k, _| {
-                ids.extend(keys::trailing_id(k));
-                if ids.len() >= limit {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            },
-        )?;
+        for st in [Status::Created, Status::Error, Status::Cleared] {
+            let prefix = keys::index_prefix(st);
+            let left = limit.saturating_sub(ids.len());
+            ids.extend(scan_ids(
+                &*self.kv,
+                &prefix,
+                &keys::upto(st, before_ms),
+                left,
+            )?);
+        }
+        let finished =
+            |j: &Job| !j.status.is_open() && j.finished_ms.is_some_and(|f| f <= before_ms);
         let mut n = 0;
         for id in ids {
-            let Some(job) = self.load(id)? else { continue };
+            let Some(job) = self.load(id)?.filter(finished) else {
+                continue;
+            };
             unindex(tx, &job);
             tx.batch.delete(keys::job(id));
             let unique = keys::unique(&job.order.uniqueid);
-            if self.kv.get(&unique)?.as_deref() == Some(id.as_bytes().as_slice()) {
+            if self.get(&unique)?.as_deref() == Some(id.as_bytes().as_slice()) {
                 tx.batch.delete(unique);
-            }
-            let prefix = keys::events_of(id);
-            let mut events = Vec::new();
-            self.kv
-                .scan(&prefix, &keys::prefix_end(&prefix), &mut |k, _| {
-                    events.push(k.to_vec());
-                    ControlFlow::Continue(())
-                })?;
-            for key in events {
-                tx.batch.delete(key);
             }
             tx.delta[job.status.index()] -= 1;
             n += 1;
@@ -651,42 +652,51 @@ impl Machine {
     }
 }
 
-/// The index keys a job holds in its current status.
-fn index_keys(job: &Job) -> Vec<Vec<u8>> {
-    let mut out = vec![keys::status(job.status, job.id)];
-    match job.status {
-        Status::Placed => out.extend(job.due_ms.map(|d| keys::due(d, job.id))),
-        Status::Processing => out.extend(
-            job.lease
-                .as_ref()
-                .map(|l| keys::lease(l.expires_ms, job.id)),
-        ),
-        _ => out.extend(job.finished_ms.map(|f| keys::finished(f, job.id))),
+/// The ids of the index keys in `[from, to)`, at most `limit` of them.
+fn scan_ids(kv: &dyn Kv, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<JobId>, StoreError> {
+    let mut ids = Vec::new();
+    if limit == 0 {
+        return Ok(ids);
     }
-    out
+    kv.scan(from, to, &mut |k, _| {
+        ids.extend(keys::trailing_id(k));
+        if ids.len() >= limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    Ok(ids)
+}
+
+/// The one index key a job holds in its current status.
+fn index_key(job: &Job) -> Option<Vec<u8>> {
+    let ms = match job.status {
+        Status::Placed => job.due_ms,
+        Status::Processing => job.lease.as_ref().map(|l| l.expires_ms),
+        _ => job.finished_ms,
+    }?;
+    Some(keys::index(job.status, ms, job.id))
 }
 
 fn index(tx: &mut Tx, job: &Job) {
-    for key in index_keys(job) {
+    if let Some(key) = index_key(job) {
         tx.batch.put(key, Vec::new());
     }
 }
 
 fn unindex(tx: &mut Tx, job: &Job) {
-    for key in index_keys(job) {
+    if let Some(key) = index_key(job) {
         tx.batch.delete(key);
     }
 }
 
 fn put_job(tx: &mut Tx, job: &Job) {
-    tx.batch.put(
-        keys::job(job.id),
-        record::encode(&StoredJob::V1(job.clone())),
-    );
+    tx.batch.put(keys::job(job.id), record::encode_job(job));
 }
 
-fn append_event(tx: &mut Tx, job: &mut Job, from: Option<Status>, note: Note, now: i64) {
-    let event = Event {
+fn append_event(job: &mut Job, from: Option<Status>, note: Note, now: i64) {
+    job.push_event(Event {
         at_ms: now,
         from,
         to: job.status,
@@ -696,12 +706,7 @@ fn append_event(tx: &mut Tx, job: &mut Job, from: Option<Status>, note: Note, no
         duration_ms: note.detail.duration_ms,
         excerpt: note.detail.excerpt,
         worker_id: note.worker_id,
-    };
-    tx.batch.put(
-        keys::event(job.id, job.events),
-        record::encode(&StoredEvent::V1(event)),
-    );
-    job.events += 1;
+    });
 }
 
 /// At most `max` characters, cut on a character boundary.

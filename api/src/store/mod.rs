@@ -28,7 +28,7 @@ use ferry_shared::protocol::{LeasedJob, ReportAck, ReportItem};
 use tokio::sync::oneshot;
 
 pub use machine::{Command, Reply};
-use record::{Event, Job};
+use record::Job;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -251,10 +251,6 @@ impl Store {
 
     pub fn job_by_uniqueid(&self, uniqueid: &str) -> Result<Option<Job>, StoreError> {
         read::job_by_uniqueid(&*self.kv, uniqueid)
-    }
-
-    pub fn events(&self, id: JobId) -> Result<Vec<Event>, StoreError> {
-        read::events(&*self.kv, id)
     }
 
     pub fn list(&self, query: &read::ListQuery) -> Result<read::Page, StoreError> {

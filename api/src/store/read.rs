@@ -1,15 +1,15 @@
-//! Reads, straight from the engine on the caller's thread: one job, its log, and the queue
-//! listing (status filter, text search, cursor paging over bounded scans).
+//! Reads, straight from the engine on the caller's thread: one job, and the queue listing (status
+//! filter, text search, cursor paging over bounded scans).
 
 use std::ops::ControlFlow;
 
 use ferry_shared::job::{JobId, Status};
 
-use super::record::{self, Event, Job};
+use super::record::{self, Job};
 use super::{Kv, StoreError, keys};
 
-/// Index entries one listing request may examine per status before it answers with a cursor, so
-/// a search over a large queue costs a bounded amount per request.
+/// Index entries one listing request may examine before it answers with a cursor, so a search
+/// over a large queue costs a bounded amount per request.
 pub const SCAN_BUDGET: usize = 5_000;
 
 pub fn job(kv: &dyn Kv, id: JobId) -> Result<Option<Job>, StoreError> {
@@ -28,28 +28,45 @@ pub fn job_by_uniqueid(kv: &dyn Kv, uniqueid: &str) -> Result<Option<Job>, Store
     }
 }
 
-pub fn events(kv: &dyn Kv, id: JobId) -> Result<Vec<Event>, StoreError> {
-    let prefix = keys::events_of(id);
-    let mut out = Vec::new();
-    let mut failure = None;
-    kv.scan(&prefix, &keys::prefix_end(&prefix), &mut |_, v| {
-        match record::decode_event(v) {
-            Ok(ev) => out.push(ev),
-            Err(e) => {
-                failure = Some(e);
-                return ControlFlow::Break(());
-            }
+/// Where a listing stopped: a status and the last index key it handed out. Opaque to clients:
+/// `<status>.<hex key>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    status: Status,
+    key: Vec<u8>,
+}
+
+impl Cursor {
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    pub fn encode(&self) -> String {
+        let hex: String = self.key.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}.{hex}", self.status.as_str())
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let (status, hex) = s.split_once('.')?;
+        let status = Status::parse(status)?;
+        if hex.len() % 2 != 0 || !hex.is_ascii() {
+            return None;
         }
-        ControlFlow::Continue(())
-    })?;
-    failure.map_or(Ok(out), Err)
+        let key = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        key.starts_with(&keys::index_prefix(status))
+            .then_some(Self { status, key })
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct ListQuery {
+    /// Listed one after the other, each in its index order (placed by due time, in flight by
+    /// lease expiry, finished by when they finished).
     pub statuses: Vec<Status>,
-    /// Only jobs created after this one (the previous page's `next_cursor`).
-    pub after: Option<JobId>,
+    pub after: Option<Cursor>,
     pub limit: usize,
     /// Lower-case text to find in the job's searchable fields.
     pub needle: Option<String>,
@@ -57,36 +74,37 @@ pub struct ListQuery {
 
 #[derive(Debug)]
 pub struct Page {
-    /// Oldest first.
     pub jobs: Vec<Job>,
-    pub next_cursor: Option<JobId>,
+    pub next_cursor: Option<Cursor>,
 }
 
 pub fn list(kv: &dyn Kv, q: &ListQuery) -> Result<Page, StoreError> {
-    let mut found: Vec<Job> = Vec::new();
-    // Every id at or below the horizon has been examined in every status.
-    let mut horizon: Option<JobId> = None;
-    for &st in &q.statuses {
-        let prefix = keys::status_prefix(st);
-        let from = match q.after {
-            Some(after) => {
-                let mut k = keys::status(st, after);
-                k.push(0);
-                k
-            }
-            None => prefix.clone(),
+    let first = match &q.after {
+        Some(c) => q.statuses.iter().position(|s| *s == c.status).unwrap_or(0),
+        None => 0,
+    };
+    // One more than asked for, to know whether a next page exists.
+    let mut found: Vec<(Vec<u8>, Status, Job)> = Vec::new();
+    let mut scanned = 0usize;
+    let mut stopped_at: Option<Cursor> = None;
+    let mut failure = None;
+    for &st in &q.statuses[first..] {
+        let prefix = keys::index_prefix(st);
+        let from = match &q.after {
+            Some(c) if c.status == st => [c.key.as_slice(), &[0]].concat(),
+            _ => prefix.clone(),
         };
-        let (mut scanned, mut matched) = (0usize, 0usize);
-        let mut failure = None;
         kv.scan(&from, &keys::prefix_end(&prefix), &mut |k, _| {
-            let Some(id) = keys::trailing_id(k) else {
-                return ControlFlow::Continue(());
-            };
             scanned += 1;
-            match job(kv, id) {
-                Ok(Some(j)) if q.needle.as_deref().is_none_or(|n| j.matches(n)) => {
-                    found.push(j);
-                    matched += 1;
+            let loaded = match keys::trailing_id(k) {
+                Some(id) => job(kv, id),
+                None => Ok(None),
+            };
+            match loaded {
+                Ok(Some(j))
+                    if j.status == st && q.needle.as_deref().is_none_or(|n| j.matches(n)) =>
+                {
+                    found.push((k.to_vec(), st, j));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -94,11 +112,14 @@ pub fn list(kv: &dyn Kv, q: &ListQuery) -> Result<Page, StoreError> {
                     return ControlFlow::Break(());
                 }
             }
-            if matched > q.limit {
+            if found.len() > q.limit {
                 return ControlFlow::Break(());
             }
             if scanned >= SCAN_BUDGET {
-                horizon = Some(horizon.map_or(id, |h| h.min(id)));
+                stopped_at = Some(Cursor {
+                    status: st,
+                    key: k.to_vec(),
+                });
                 return ControlFlow::Break(());
             }
             ControlFlow::Continue(())
@@ -106,19 +127,38 @@ pub fn list(kv: &dyn Kv, q: &ListQuery) -> Result<Page, StoreError> {
         if let Some(e) = failure {
             return Err(e);
         }
-    }
-    found.sort_by_key(|j| j.id);
-    if let Some(h) = horizon {
-        found.retain(|j| j.id <= h);
+        if found.len() > q.limit || stopped_at.is_some() {
+            break;
+        }
     }
     let next_cursor = if found.len() > q.limit {
         found.truncate(q.limit);
-        found.last().map(|j| j.id)
+        found.last().map(|(key, status, _)| Cursor {
+            status: *status,
+            key: key.clone(),
+        })
     } else {
-        horizon
+        stopped_at
     };
     Ok(Page {
-        jobs: found,
+        jobs: found.into_iter().map(|(_, _, j)| j).collect(),
         next_cursor,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_what_they_did_not_make() {
+        let c = Cursor {
+            status: Status::Error,
+            key: keys::index(Status::Error, 77, JobId::new()),
+        };
+        assert_eq!(Cursor::parse(&c.encode()), Some(c));
+        for bad in ["", "error", "error.zz", "error.0", "lost.00", "placed.6600"] {
+            assert_eq!(Cursor::parse(bad), None, "{bad}");
+        }
+    }
 }

@@ -18,13 +18,6 @@ pub enum StoredJob {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "v")]
-pub enum StoredEvent {
-    #[serde(rename = "1")]
-    V1(Event),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "v")]
 pub enum StoredMeta {
     #[serde(rename = "1")]
     V1 { worker_running: bool },
@@ -71,12 +64,22 @@ pub struct Job {
     pub reason_text: Option<String>,
     #[serde(default)]
     pub target_ref: Option<String>,
-    /// How many events the job's log holds (the next event's sequence number).
-    pub events: u32,
     /// When the job reached `created`, `error` or `cleared` (the pruning clock).
     #[serde(default)]
     pub finished_ms: Option<i64>,
+    /// The job's history, oldest first. Kept in the record (not one key per event) because each
+    /// key sled writes costs; capped at [`MAX_LOG`] by dropping the oldest after the first few.
+    #[serde(default)]
+    pub log: Vec<Event>,
+    /// Events dropped from the middle of `log` by the cap.
+    #[serde(default)]
+    pub log_elided: u32,
 }
+
+/// Events a job keeps; a job retried by hand for weeks must not grow without bound.
+pub const MAX_LOG: usize = 100;
+/// How many of the first events survive the cap (how the job began matters).
+const KEEP_FIRST: usize = 10;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -106,10 +109,16 @@ pub fn decode_job(bytes: &[u8]) -> Result<Job, StoreError> {
     }
 }
 
-pub fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
-    match serde_json::from_slice(bytes).map_err(StoreError::Decode)? {
-        StoredEvent::V1(ev) => Ok(ev),
-    }
+/// Borrows a job for encoding, so writing a record needs no clone.
+#[derive(Serialize)]
+#[serde(tag = "v")]
+enum StoredJobRef<'a> {
+    #[serde(rename = "1")]
+    V1(&'a Job),
+}
+
+pub fn encode_job(job: &Job) -> Vec<u8> {
+    encode(&StoredJobRef::V1(job))
 }
 
 impl From<&OrderLine> for Order {
@@ -158,6 +167,15 @@ impl Order {
 }
 
 impl Job {
+    /// Appends to the log, dropping the oldest event after the first [`KEEP_FIRST`] at the cap.
+    pub fn push_event(&mut self, event: Event) {
+        if self.log.len() >= MAX_LOG {
+            self.log.remove(KEEP_FIRST);
+            self.log_elided += 1;
+        }
+        self.log.push(event);
+    }
+
     pub fn view(&self) -> JobView {
         JobView {
             id: self.id,
@@ -220,8 +238,7 @@ mod tests {
 
     /// These literals are what version 1 wrote to disk. If this test fails, existing stores
     /// would not open: add a `V2` instead of changing `V1`.
-    const GOLDEN_JOB: &str = r#"{"v":"1","id":"0190f2c4-1a2b-7c3d-8e4f-0123456789ab","kind":"order_line","status":"processing","order":{"uniqueid":"u-1","workshop":"Bennys Auto","worksheet":"558","product_nr":"10","amount":5.5,"username":"ann","password":"pw"},"attempts":2,"created_ms":1700000000000,"updated_ms":1700000001000,"due_ms":null,"lease":{"lease_id":"0190f2c4-1a2b-7c3d-8e4f-0123456789ac","worker_id":"w1","expires_ms":1700000031000,"lease_ms":30000},"reason_code":"ERP_UNAVAILABLE","reason_text":"503","target_ref":null,"events":3,"finished_ms":null}"#;
-    const GOLDEN_EVENT: &str = r#"{"v":"1","at_ms":1700000001000,"from":"placed","to":"processing","attempt":2,"message":"leased","http_status":null,"duration_ms":null,"excerpt":null,"worker_id":"w1"}"#;
+    const GOLDEN_JOB: &str = r#"{"v":"1","id":"0190f2c4-1a2b-7c3d-8e4f-0123456789ab","kind":"order_line","status":"processing","order":{"uniqueid":"u-1","workshop":"Bennys Auto","worksheet":"558","product_nr":"10","amount":5.5,"username":"ann","password":"pw"},"attempts":2,"created_ms":1700000000000,"updated_ms":1700000001000,"due_ms":null,"lease":{"lease_id":"0190f2c4-1a2b-7c3d-8e4f-0123456789ac","worker_id":"w1","expires_ms":1700000031000,"lease_ms":30000},"reason_code":"ERP_UNAVAILABLE","reason_text":"503","target_ref":null,"finished_ms":null,"log":[{"at_ms":1700000000000,"from":null,"to":"placed","attempt":0,"message":"received","http_status":null,"duration_ms":null,"excerpt":null,"worker_id":null},{"at_ms":1700000001000,"from":"placed","to":"processing","attempt":2,"message":"leased","http_status":null,"duration_ms":null,"excerpt":null,"worker_id":"w1"}],"log_elided":0}"#;
     const GOLDEN_META: &str = r#"{"v":"1","worker_running":false}"#;
 
     #[test]
@@ -230,11 +247,9 @@ mod tests {
         assert_eq!(job.status, Status::Processing);
         assert_eq!(job.order.password.as_deref(), Some("pw"));
         assert_eq!(job.lease.as_ref().unwrap().lease_ms, 30_000);
+        assert_eq!(job.log[1].worker_id.as_deref(), Some("w1"));
+        assert_eq!(encode_job(&job), GOLDEN_JOB.as_bytes());
         assert_eq!(encode(&StoredJob::V1(job)), GOLDEN_JOB.as_bytes());
-
-        let ev = decode_event(GOLDEN_EVENT.as_bytes()).unwrap();
-        assert_eq!(ev.worker_id.as_deref(), Some("w1"));
-        assert_eq!(encode(&StoredEvent::V1(ev)), GOLDEN_EVENT.as_bytes());
 
         let meta: StoredMeta = serde_json::from_str(GOLDEN_META).unwrap();
         assert_eq!(
@@ -244,6 +259,21 @@ mod tests {
             }
         );
         assert_eq!(encode(&meta), GOLDEN_META.as_bytes());
+    }
+
+    #[test]
+    fn the_log_is_capped_keeping_its_beginning_and_its_latest_events() {
+        let mut job = decode_job(GOLDEN_JOB.as_bytes()).unwrap();
+        for i in 0..300 {
+            job.push_event(Event {
+                message: format!("e{i}"),
+                ..job.log[0].clone()
+            });
+        }
+        assert_eq!(job.log.len(), MAX_LOG);
+        assert_eq!(job.log_elided, 202);
+        assert_eq!(job.log[0].message, "received");
+        assert_eq!(job.log.last().unwrap().message, "e299");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The single writer thread and its group commit: block for one command, drain whatever else is
-//! waiting (up to [`MAX_GROUP`]), apply each as its own atomic batch, flush once, then answer all
-//! of them. Nothing is acknowledged before the flush that makes it durable.
+//! waiting (up to [`MAX_GROUP`]), run each through the state machine, apply the group's writes as
+//! one atomic batch, flush once, then answer all of them. Nothing is acknowledged before the
+//! flush that makes it durable.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -42,6 +43,14 @@ fn publish(machine: &Machine, published: &Published) {
         .store(machine.worker_running(), Ordering::Relaxed);
 }
 
+/// Applies the group's writes as one batch and flushes, when there were any.
+fn write_and_flush(machine: &mut Machine, kv: &dyn Kv) -> Result<(), StoreError> {
+    if machine.write_group()? {
+        kv.flush()?;
+    }
+    Ok(())
+}
+
 fn run(
     mut machine: Machine,
     kv: Arc<dyn Kv>,
@@ -76,20 +85,15 @@ fn run(
             }
             answers.push((reply, result));
         }
-        let (dirty, woke) = machine.take_flags();
-        if dirty
-            && !failed
-            && let Err(e) = kv.flush()
-        {
-            {
-                // What was applied may or may not be on disk; refuse everything from now on
-                // rather than acknowledge writes whose durability is unknown.
-                tracing::error!(error = ?e, "store flush failed; the store now refuses writes");
-                failed = true;
-                published.failed.store(true, Ordering::Relaxed);
-                for (_, result) in answers.iter_mut() {
-                    *result = Err(StoreError::Failed);
-                }
+        let woke = machine.take_woke();
+        if !failed && let Err(e) = write_and_flush(&mut machine, &*kv) {
+            // What was applied may or may not be on disk: refuse everything from now on rather
+            // than acknowledge writes whose durability is unknown.
+            tracing::error!(error = ?e, "store write or flush failed; the store now refuses writes");
+            failed = true;
+            published.failed.store(true, Ordering::Relaxed);
+            for (_, result) in answers.iter_mut() {
+                *result = Err(StoreError::Failed);
             }
         }
         publish(&machine, &published);
