@@ -8,6 +8,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use ferry_shared::config::Settings;
+use ferry_shared::target::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
@@ -26,6 +27,8 @@ pub enum StartupError {
         "refusing to listen on {0} without an API key: set FERRY_API_KEY (or api_key), or bind to 127.0.0.1"
     )]
     OpenBind(String),
+    #[error("invalid configuration: {0}")]
+    Target(String),
     #[error("cannot create the tenant directory {0}")]
     DataDir(String, #[source] std::io::Error),
     #[error("cannot open the store in {0} (is another ferry-api running for this tenant?)")]
@@ -56,6 +59,18 @@ impl Application {
             }
             tracing::warn!("no API key configured: listening on loopback only, without auth");
         }
+        let worker_config = match &settings.target {
+            Some(t) => Some(WorkerConfig {
+                tenant: settings.workshop.clone(),
+                target: t
+                    .resolve(|var| std::env::var(var).ok())
+                    .map_err(StartupError::Target)?,
+            }),
+            None => {
+                tracing::warn!("no [target] configured: a worker has nowhere to deliver");
+                None
+            }
+        };
         let dir = settings.tenant_dir();
         std::fs::create_dir_all(&dir)
             .map_err(|e| StartupError::DataDir(dir.display().to_string(), e))?;
@@ -75,7 +90,7 @@ impl Application {
             .port();
         let workers = settings.workers;
         let stop = CancellationToken::new();
-        let state = web::Data::new(AppState::new(store, settings, stop.clone()));
+        let state = web::Data::new(AppState::new(store, settings, worker_config, stop.clone()));
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use ferry_shared::config::Settings;
 use ferry_shared::protocol::Directive;
+use ferry_shared::target::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
@@ -14,6 +15,8 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Store,
     pub settings: Settings,
+    /// What `GET /worker/config` hands the worker (secrets resolved), if a target is configured.
+    pub worker_config: Option<WorkerConfig>,
     pub started: Instant,
     /// Set by `PUT /kill` or a signal: intake is refused and workers are told to exit.
     stopping: AtomicBool,
@@ -24,10 +27,16 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, settings: Settings, stop: CancellationToken) -> Self {
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        worker_config: Option<WorkerConfig>,
+        stop: CancellationToken,
+    ) -> Self {
         Self {
             store,
             settings,
+            worker_config,
             started: Instant::now(),
             stopping: AtomicBool::new(false),
             stop,

@@ -48,9 +48,9 @@ pub struct Settings {
     pub worker_seen_ms: u64,
     pub log_level: String,
     pub retry: RetryConfig,
-    /// The delivery target; read by the worker through the api (not yet typed here).
+    /// The delivery target; the worker reads it through the api (`GET /worker/config`).
     #[serde(default)]
-    pub target: Option<toml::Table>,
+    pub target: Option<crate::target::TargetConfig>,
     /// A pulled source (LibCal), for tenants that fetch their jobs.
     #[serde(default)]
     pub source: Option<toml::Table>,
@@ -194,7 +194,12 @@ fn set_path(node: &mut toml::Table, path: &[String], raw: String, free_form: boo
         Some(toml::Value::Float(_)) => raw.parse().ok().map(toml::Value::Float),
         Some(toml::Value::Boolean(_)) => raw.parse().ok().map(toml::Value::Boolean),
         Some(_) => None,
-        None if free_form => None,
+        // A free-form key has no default to take its type from: numbers and booleans as such.
+        None if free_form => raw
+            .parse()
+            .ok()
+            .map(toml::Value::Integer)
+            .or_else(|| raw.parse().ok().map(toml::Value::Boolean)),
         None => return,
     };
     // Strings stay strings; an unparseable number is kept as a string too, so deserializing

@@ -10,6 +10,7 @@ pub mod job;
 pub mod protocol;
 pub mod retry;
 pub mod secret;
+pub mod target;
 pub mod validate;
 
 pub use secret::Secret;

@@ -3,6 +3,8 @@
 // A test that cannot unwrap should fail loudly.
 #![allow(clippy::unwrap_used)]
 
+/// The worker delivers to the simulated ERP: retries, faults, kills, two workers.
+mod delivery;
 /// Restarts and kill -9 under load: nothing acknowledged is lost.
 mod durability;
 /// POST /create: validation, idempotency, the legacy client, limits.

@@ -1,13 +1,12 @@
 //! `TestApi`: one real `ferry-api` process and a client with a method per endpoint.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::{bin, clear_ferry_env, wait_exit};
+use crate::procs::Proc;
 
 #[derive(Debug, Clone)]
 pub struct ApiOptions {
@@ -36,6 +35,12 @@ impl ApiOptions {
         self.env.push((k.into(), v.into()));
         self
     }
+    /// Delivers to the `ferry-sim` at `base_url` with the default mapping.
+    pub fn target(self, base_url: &str) -> Self {
+        self.env("FERRY_TARGET__KIND", "erp_rest")
+            .env("FERRY_TARGET__BASE_URL", base_url)
+    }
+
     pub fn key(mut self, key: &str) -> Self {
         self.api_key = Some(key.into());
         self.env("FERRY_API_KEY", key)
@@ -46,7 +51,7 @@ pub struct TestApi {
     pub opts: ApiOptions,
     pub data: tempfile::TempDir,
     pub port: u16,
-    child: Option<Child>,
+    proc: Option<Proc>,
     pub http: reqwest::Client,
     /// Restarts so far (each gets its own stdout file).
     starts: u32,
@@ -63,7 +68,7 @@ impl TestApi {
             opts,
             data,
             port: 0,
-            child: None,
+            proc: None,
             http: reqwest::Client::new(),
             starts: 0,
         };
@@ -76,11 +81,7 @@ impl TestApi {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    fn stdout_path(&self) -> PathBuf {
-        self.data.path().join(format!("stdout-{}.log", self.starts))
+        self.proc.as_ref().and_then(Proc::pid)
     }
 
     /// Starts the binary (on the last port, or a free one the first time) and waits until it
@@ -88,72 +89,44 @@ impl TestApi {
     fn launch(&mut self) {
         self.starts += 1;
         // A fresh connection pool: kept-alive sockets belong to the previous process.
+        // Idle sockets are dropped before actix's 5 s keep-alive closes them under us.
         self.http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .expect("client");
-        let out = std::fs::File::create(self.stdout_path()).expect("stdout file");
-        let mut cmd = Command::new(bin("ferry-api"));
-        if self.opts.legacy_form {
-            cmd.arg(self.port.to_string()).arg(&self.opts.workshop);
+        let mut args: Vec<String> = if self.opts.legacy_form {
+            vec![self.port.to_string(), self.opts.workshop.clone()]
         } else {
-            cmd.arg("--port")
-                .arg(self.port.to_string())
-                .arg("--workshop")
-                .arg(&self.opts.workshop);
-        }
-        cmd.arg("--data-dir")
-            .arg(self.data.path())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out);
-        clear_ferry_env(&mut cmd);
-        for (k, v) in &self.opts.env {
-            cmd.env(k, v);
-        }
-        self.child = Some(cmd.spawn().expect("spawn ferry-api"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let log = std::fs::read_to_string(self.stdout_path()).unwrap_or_default();
-            if let Some(port) = log
-                .lines()
-                .find_map(|l| l.split("ferry-api listening on ").nth(1))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|addr| addr.rsplit(':').next())
-                .and_then(|p| p.parse().ok())
-            {
-                self.port = port;
-                return;
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("ferry-api exited during start-up ({status}):\n{log}");
-            }
-            assert!(Instant::now() < deadline, "ferry-api did not start:\n{log}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            vec![
+                "--port".into(),
+                self.port.to_string(),
+                "--workshop".into(),
+                self.opts.workshop.clone(),
+            ]
+        };
+        args.extend(["--data-dir".into(), self.data.path().display().to_string()]);
+        let out = self.data.path().join(format!("stdout-{}.log", self.starts));
+        let mut proc = Proc::spawn("ferry-api", &args, &self.opts.env, &out);
+        self.port = proc.wait_listening("ferry-api");
+        self.proc = Some(proc);
     }
 
     /// Everything the current process wrote to stdout and stderr.
     pub fn output(&self) -> String {
-        std::fs::read_to_string(self.stdout_path()).unwrap_or_default()
+        self.proc.as_ref().map(Proc::output).unwrap_or_default()
     }
 
     /// SIGKILL: no chance to flush, exactly the crash the store must survive.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill9();
         }
     }
 
     /// Waits for the process to exit by itself (after `PUT /kill`).
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let mut child = self.child.take().expect("api running");
-        wait_exit(&mut child, within)
+        self.proc.take().expect("api running").wait_exit(within)
     }
 
     pub fn restart(&mut self) {
@@ -163,7 +136,7 @@ impl TestApi {
 
     /// Starts again after the process exited by itself.
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none(), "still running");
+        assert!(self.proc.is_none(), "still running");
         self.launch();
     }
 
@@ -273,11 +246,5 @@ impl TestApi {
                 None => return out,
             }
         }
-    }
-}
-
-impl Drop for TestApi {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }

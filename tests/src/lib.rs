@@ -1,5 +1,6 @@
-//! Helpers for the end-to-end suites: start the real `ferry-api` binary on a free port with a
-//! fresh data dir, talk to it over HTTP, kill it (gracefully or with SIGKILL) and restart it.
+//! Helpers for the end-to-end suites: start the real binaries (`ferry-api` on a free port with a
+//! fresh data dir, `ferry-sim`, `ferry-worker`), talk to them over HTTP, kill them (gracefully or
+//! with SIGKILL) and restart them.
 //!
 //! The binaries must be built first (`cargo build --workspace`, as `scripts/test` does); they are
 //! found beside the test executable, or in `$FERRY_BIN_DIR`.
@@ -11,8 +12,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod api;
+pub mod procs;
+pub mod sim;
 
 pub use api::{ApiOptions, TestApi};
+pub use sim::{TestSim, TestWorker, order_on};
 
 /// The path of one of the workspace's binaries.
 pub fn bin(name: &str) -> PathBuf {

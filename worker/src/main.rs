@@ -1,5 +1,84 @@
-//! `ferry-worker`: placeholder until the worker lands.
-fn main() {
-    eprintln!("ferry-worker: not built yet");
-    std::process::exit(2);
+//! `ferry-worker`: parse the command line, start logging, run until told to stop.
+
+use anyhow::Context;
+use clap::Parser;
+use ferry_worker::Settings;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "ferry-worker",
+    version,
+    about = "One tenant's Ferry worker: leases jobs from its ferry-api and delivers them.",
+    long_about = "One tenant's Ferry worker: leases jobs from its ferry-api and delivers them to the \
+tenant's target (the api hands it the connector settings). It holds no state: kill it or run two, \
+nothing is lost or delivered twice.\n\nThe token comes from FERRY_WORKER_TOKEN (or FERRY_API_KEY).",
+    after_help = "Example:\n  FERRY_WORKER_TOKEN=s3cret ferry-worker --api http://127.0.0.1:8001 --concurrency 32"
+)]
+struct Cli {
+    /// The tenant's ferry-api.
+    #[arg(long, value_name = "URL", env = "FERRY_API_URL")]
+    api: String,
+    /// Jobs delivered at the same time.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
+    concurrency: u32,
+    /// This worker's name in leases and job logs [default: <host>-<pid>].
+    #[arg(long)]
+    worker_id: Option<String>,
+    /// How long a lease lasts without a heartbeat; a killed worker's jobs return after it.
+    #[arg(long, default_value_t = 30_000)]
+    lease_ms: u64,
+    /// How long one lease call waits for work.
+    #[arg(long, default_value_t = 5_000)]
+    poll_ms: u64,
+    /// After SIGTERM or the api's exit directive, how long jobs in flight may take.
+    #[arg(long, default_value_t = 20_000)]
+    grace_ms: u64,
+    /// error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let level: tracing_subscriber::filter::LevelFilter =
+        cli.log_level.parse().context("--log-level")?;
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_max_level(level)
+        .init();
+    let token = std::env::var("FERRY_WORKER_TOKEN")
+        .or_else(|_| std::env::var("FERRY_API_KEY"))
+        .ok()
+        .filter(|t| !t.is_empty());
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "worker".into());
+    let settings = Settings {
+        api: cli.api,
+        token,
+        worker_id: cli
+            .worker_id
+            .unwrap_or_else(|| format!("{}-{}", host.trim(), std::process::id())),
+        concurrency: cli.concurrency as usize,
+        lease_ms: cli.lease_ms,
+        poll_ms: cli.poll_ms,
+        grace_ms: cli.grace_ms,
+    };
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+        }
+        on_signal.cancel();
+    });
+    tracing::info!(worker_id = %settings.worker_id, api = %settings.api, "ferry-worker starting");
+    ferry_worker::run_until_stopped(settings, shutdown)
+        .await
+        .context("ferry-worker stopped")?;
+    Ok(())
 }

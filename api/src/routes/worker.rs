@@ -17,7 +17,19 @@ use crate::state::AppState;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/worker/lease").route(web::post().to(lease)))
         .service(resource("/worker/report").route(web::post().to(report)))
-        .service(resource("/worker/heartbeat").route(web::post().to(heartbeat)));
+        .service(resource("/worker/heartbeat").route(web::post().to(heartbeat)))
+        .service(resource("/worker/config").route(web::get().to(config)));
+}
+
+/// The connector settings: the worker needs only its api's URL and token.
+async fn config(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match &state.worker_config {
+        Some(c) => Ok(ok(StatusCode::OK, "worker config", c)),
+        None => Err(ApiError::NotFound {
+            code: "NO_TARGET",
+            detail: "this tenant has no [target] configured; add one to its config file".into(),
+        }),
+    }
 }
 
 fn check_worker_id(id: &str) -> Result<(), ApiError> {

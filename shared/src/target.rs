@@ -1,0 +1,249 @@
+//! The delivery target: `[target]` in a tenant's config as written (`TargetConfig`), and the
+//! resolved form the api hands its worker over `GET /worker/config` (`Target`), secrets included.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+/// `[target]` as written in the tenant's config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TargetConfig {
+    ErpRest(ErpRestConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErpRestConfig {
+    pub base_url: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// `{worksheet}`, `{product_nr}`, `{uniqueid}`, `{amount}`, `{workshop}` are filled in
+    /// (URL-encoded).
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// A JSON template; a string that is exactly `"{amount}"` becomes a JSON number.
+    #[serde(default = "default_body")]
+    pub body: serde_json::Value,
+    #[serde(default = "default_headers")]
+    pub headers: BTreeMap<String, String>,
+    /// A JSON pointer to the new line's id in the answer.
+    #[serde(default = "default_id_pointer")]
+    pub id_pointer: String,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    #[default]
+    None,
+    /// From the config (`password` or `password_env`).
+    Basic {
+        username: String,
+        #[serde(default)]
+        password: Option<Secret<String>>,
+        #[serde(default)]
+        password_env: Option<String>,
+    },
+    Bearer {
+        #[serde(default)]
+        token: Option<Secret<String>>,
+        #[serde(default)]
+        token_env: Option<String>,
+    },
+    /// Basic auth with the job's own `username` and `password` (as the legacy client sends them).
+    Job,
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+fn default_path() -> String {
+    "/worksheets/{worksheet}/lines".into()
+}
+fn default_body() -> serde_json::Value {
+    serde_json::json!({
+        "product_nr": "{product_nr}",
+        "amount": "{amount}",
+        "reference": "OilMat:{uniqueid}",
+    })
+}
+fn default_headers() -> BTreeMap<String, String> {
+    BTreeMap::from([("Idempotency-Key".to_string(), "{uniqueid}".to_string())])
+}
+fn default_id_pointer() -> String {
+    "/id".into()
+}
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+/// The target as the worker receives it: secrets resolved and in the clear (the worker protocol
+/// is token-protected; `Debug` still hides them).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    ErpRest(ErpRest),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErpRest {
+    pub base_url: String,
+    pub method: String,
+    pub path: String,
+    pub body: serde_json::Value,
+    pub headers: BTreeMap<String, String>,
+    pub id_pointer: String,
+    pub auth: Auth,
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Auth {
+    None,
+    Basic { username: String, password: String },
+    Bearer { token: String },
+    Job,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
+            Auth::Bearer { .. } => f.write_str("Bearer(***)"),
+            Auth::Job => f.write_str("Job"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::ErpRest(t) => t.fmt(f),
+        }
+    }
+}
+
+/// What `GET /worker/config` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerConfig {
+    pub tenant: String,
+    pub target: Target,
+}
+
+impl TargetConfig {
+    /// Checks the config and resolves `*_env` secrets from `env`; errors name the key.
+    pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Target, String> {
+        let TargetConfig::ErpRest(c) = self;
+        if !(c.base_url.starts_with("http://") || c.base_url.starts_with("https://")) {
+            return Err("target.base_url must start with http:// or https://".into());
+        }
+        if !["GET", "POST", "PUT", "PATCH"].contains(&c.method.to_ascii_uppercase().as_str()) {
+            return Err("target.method must be GET, POST, PUT or PATCH".into());
+        }
+        if !c.id_pointer.is_empty() && !c.id_pointer.starts_with('/') {
+            return Err("target.id_pointer must be a JSON pointer such as /id".into());
+        }
+        if c.timeout_ms == 0 || c.connect_timeout_ms == 0 {
+            return Err("target.timeout_ms and target.connect_timeout_ms must be positive".into());
+        }
+        let secret = |inline: &Option<Secret<String>>, var: &Option<String>, key: &str| match (
+            inline, var,
+        ) {
+            (Some(s), _) => Ok(s.expose().clone()),
+            (None, Some(v)) => {
+                env(v).ok_or_else(|| format!("target.auth.{key}_env names {v}, which is not set"))
+            }
+            (None, None) => Err(format!("target.auth needs {key} or {key}_env")),
+        };
+        let auth = match &c.auth {
+            AuthConfig::None => Auth::None,
+            AuthConfig::Job => Auth::Job,
+            AuthConfig::Basic {
+                username,
+                password,
+                password_env,
+            } => Auth::Basic {
+                username: username.clone(),
+                password: secret(password, password_env, "password")?,
+            },
+            AuthConfig::Bearer { token, token_env } => Auth::Bearer {
+                token: secret(token, token_env, "token")?,
+            },
+        };
+        Ok(Target::ErpRest(ErpRest {
+            base_url: c.base_url.trim_end_matches('/').to_string(),
+            method: c.method.to_ascii_uppercase(),
+            path: c.path.clone(),
+            body: c.body.clone(),
+            headers: c.headers.clone(),
+            id_pointer: c.id_pointer.clone(),
+            auth,
+            connect_timeout_ms: c.connect_timeout_ms,
+            timeout_ms: c.timeout_ms,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<TargetConfig, toml::de::Error> {
+        toml::from_str(toml_text)
+    }
+
+    #[test]
+    fn a_minimal_erp_rest_target_takes_the_default_mapping() {
+        let t = parse("kind = \"erp_rest\"\nbase_url = \"http://erp.local/api/\"\n")
+            .unwrap()
+            .resolve(|_| None)
+            .unwrap();
+        let Target::ErpRest(t) = t;
+        assert_eq!(t.base_url, "http://erp.local/api");
+        assert_eq!(t.path, "/worksheets/{worksheet}/lines");
+        assert_eq!(t.headers["Idempotency-Key"], "{uniqueid}");
+        assert_eq!(t.body["amount"], "{amount}");
+        assert_eq!(t.auth, Auth::None);
+    }
+
+    #[test]
+    fn secrets_resolve_from_the_environment_and_never_print() {
+        let cfg = parse(
+            "kind = \"erp_rest\"\nbase_url = \"https://x\"\nauth = { kind = \"basic\", username = \"ferry\", password_env = \"ERP_PW\" }\n",
+        )
+        .unwrap();
+        let err = cfg.resolve(|_| None).unwrap_err();
+        assert!(err.contains("ERP_PW"), "{err}");
+        let t = cfg
+            .resolve(|v| (v == "ERP_PW").then(|| "hunter2".to_string()))
+            .unwrap();
+        assert!(!format!("{t:?}").contains("hunter2"));
+        assert!(serde_json::to_string(&t).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_targets_are_refused_naming_the_key() {
+        assert!(parse("kind = \"erp_rest\"\nbase_url = \"x\"\nbogus = 1\n").is_err());
+        assert!(parse("kind = \"carrier_pigeon\"\n").is_err());
+        let e = parse("kind = \"erp_rest\"\nbase_url = \"ftp://x\"\n")
+            .unwrap()
+            .resolve(|_| None)
+            .unwrap_err();
+        assert!(e.contains("base_url"), "{e}");
+    }
+}

@@ -1,0 +1,330 @@
+use std::time::Duration;
+
+use ferry_tests::{ApiOptions, TestApi, TestSim, TestWorker, eventually, order, order_on};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// An api delivering to `sim`, with fast retries.
+async fn api_for(sim: &TestSim) -> TestApi {
+    TestApi::with(
+        ApiOptions::default()
+            .target(&sim.base())
+            .env("FERRY_RETRY__BASE_MS", "50")
+            .env("FERRY_RETRY__MAX_BACKOFF_MS", "200"),
+    )
+    .await
+}
+
+fn worker(api: &TestApi, extra: &[&str]) -> TestWorker {
+    TestWorker::start(&api.base(), extra, &[])
+}
+
+async fn wait_status(api: &TestApi, uniqueid: &str, status: &str) -> Value {
+    eventually(
+        &format!("{uniqueid} to be {status}"),
+        Duration::from_secs(20),
+        || async {
+            let (_, body) = api.status_of(uniqueid).await;
+            (body["data"]["status"] == status).then(|| body["data"].clone())
+        },
+    )
+    .await
+}
+
+/// Waits until every job is created; fails naming what is not.
+async fn wait_all_created(api: &TestApi, n: usize, within: Duration) {
+    eventually("every job to be created", within, || async {
+        let alive = api.alive().await;
+        (alive["queue"]["created"].as_u64() == Some(n as u64)).then_some(())
+    })
+    .await;
+}
+
+fn millis(rfc3339: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339.as_str().unwrap())
+        .unwrap()
+        .timestamp_millis()
+}
+
+#[tokio::test]
+async fn an_order_becomes_exactly_one_line_in_the_erp_and_keeps_its_reference() {
+    let sim = TestSim::start();
+    let api = api_for(&sim).await;
+    let _worker = worker(&api, &[]);
+    api.create_ok(&order("happy-1")).await;
+    let job = wait_status(&api, "happy-1", "created").await;
+    assert_eq!(job["attempts"], 1);
+    let lines = sim.lines().await;
+    assert_eq!(lines["count"], 1);
+    let line = &lines["lines"][0];
+    assert_eq!(job["target_ref"], line["id"]);
+    assert_eq!(line["worksheet"], "558");
+    assert_eq!(line["product_nr"], "10");
+    assert_eq!(line["amount"], 5.0, "amount is a JSON number");
+    assert_eq!(line["reference"], "OilMat:happy-1");
+    assert_eq!(line["idempotency_key"], "happy-1");
+    let log = api.log(job["id"].as_str().unwrap()).await;
+    let last = log.last().unwrap();
+    assert_eq!(last["to"], "created");
+    assert_eq!(last["http_status"], 201);
+    assert!(last["duration_ms"].is_u64());
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_and_every_attempt_is_in_the_log() {
+    let sim = TestSim::start();
+    sim.fault(serde_json::json!({"count": 2, "status": 500}))
+        .await;
+    let api = api_for(&sim).await;
+    let _worker = worker(&api, &[]);
+    api.create_ok(&order("flaky")).await;
+    let job = wait_status(&api, "flaky", "created").await;
+    assert_eq!(job["attempts"], 3);
+    let log = api.log(job["id"].as_str().unwrap()).await;
+    let failures: Vec<&Value> = log.iter().filter(|e| e["http_status"] == 500).collect();
+    assert_eq!(failures.len(), 2, "{log:#?}");
+    assert!(
+        failures[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ERP_UNAVAILABLE")
+    );
+    assert!(
+        failures[0]["excerpt"]
+            .as_str()
+            .unwrap()
+            .contains("injected 500")
+    );
+    assert_eq!(sim.lines().await["count"], 1);
+}
+
+#[tokio::test]
+async fn a_429_is_retried_no_sooner_than_its_retry_after() {
+    let sim = TestSim::start();
+    sim.fault(serde_json::json!({"count": 1, "status": 429, "retry_after": 2}))
+        .await;
+    let api = api_for(&sim).await;
+    let _worker = worker(&api, &[]);
+    api.create_ok(&order("busy")).await;
+    let job = wait_status(&api, "busy", "created").await;
+    assert_eq!(job["attempts"], 2);
+    let log = api.log(job["id"].as_str().unwrap()).await;
+    let limited = log
+        .iter()
+        .find(|e| e["http_status"] == 429)
+        .expect("the 429 attempt");
+    assert!(
+        limited["message"]
+            .as_str()
+            .unwrap()
+            .contains("ERP_RATE_LIMITED")
+    );
+    let second_lease = log
+        .iter()
+        .filter(|e| e["to"] == "processing")
+        .nth(1)
+        .expect("a second attempt");
+    let waited = millis(&second_lease["at"]) - millis(&limited["at"]);
+    assert!(
+        waited >= 2_000,
+        "retried after {waited} ms despite Retry-After: 2"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_worksheet_ends_in_error_at_once_without_retries() {
+    let sim = TestSim::start();
+    sim.missing("999").await;
+    let api = api_for(&sim).await;
+    let _worker = worker(&api, &[]);
+    api.create_ok(&order_on("lost-sheet", "999")).await;
+    let job = wait_status(&api, "lost-sheet", "error").await;
+    assert_eq!(job["reason_code"], "ERP_WORKSHEET_NOT_FOUND");
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(sim.lines().await["requests"], 1, "no retries");
+}
+
+#[tokio::test]
+async fn stop_worker_stops_deliveries_and_start_worker_resumes_them() {
+    let sim = TestSim::start();
+    let api = api_for(&sim).await;
+    let _worker = worker(&api, &["--poll-ms", "500"]);
+    api.create_ok(&order("before")).await;
+    wait_status(&api, "before", "created").await;
+
+    let (status, _) = api.put("/stop_worker").await;
+    assert_eq!(status, StatusCode::OK);
+    api.create_ok(&order("held")).await;
+    // Give a running worker ample chances to (wrongly) deliver.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(api.status_of("held").await.1["data"]["status"], "placed");
+    assert_eq!(sim.lines().await["count"], 1);
+
+    api.put("/start_worker").await;
+    wait_status(&api, "held", "created").await;
+    assert_eq!(sim.lines().await["count"], 2);
+}
+
+#[tokio::test]
+async fn kill_stops_both_processes_with_exit_0_and_loses_nothing() {
+    let sim = TestSim::start();
+    sim.fault(serde_json::json!({"count": 5, "delay_ms": 300}))
+        .await;
+    let mut api = api_for(&sim).await;
+    let mut worker = worker(&api, &["--concurrency", "4"]);
+    let n = 40;
+    for i in 0..n {
+        api.create_ok(&order(&format!("k-{i}"))).await;
+    }
+    eventually("some deliveries", Duration::from_secs(10), || async {
+        (sim.lines().await["count"].as_u64() > Some(0)).then_some(())
+    })
+    .await;
+    let (status, _) = api.put("/kill").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let w = worker.wait_exit(Duration::from_secs(30));
+    let a = api.wait_exit(Duration::from_secs(30));
+    assert!(w.success(), "worker exit {w}:\n{}", worker.output());
+    assert!(a.success(), "api exit {a}");
+
+    api.start_again();
+    let alive = api.alive().await;
+    let (created, placed) = (
+        alive["queue"]["created"].as_u64().unwrap(),
+        alive["queue"]["placed"].as_u64().unwrap(),
+    );
+    assert_eq!(created + placed, n, "{alive}");
+    assert_eq!(
+        alive["queue"]["processing"], 0,
+        "the worker reported what it held"
+    );
+    let lines = sim.lines().await;
+    assert_eq!(lines["count"].as_u64(), Some(created));
+    assert_eq!(lines["duplicates"], 0);
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_delivery_leaves_exactly_one_line_after_the_job_is_leased_again() {
+    let sim = TestSim::start();
+    sim.fault(serde_json::json!({"count": 1, "delay_ms": 1_500}))
+        .await;
+    let api = api_for(&sim).await;
+    // The poll is shorter than the lease, as with the defaults (5 s and 30 s): a killed worker's
+    // parked long-poll must end before its lease expires, or it would take the job once more.
+    let mut first = worker(&api, &["--lease-ms", "2000", "--poll-ms", "500"]);
+    let id = api.create_ok(&order("orphan")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("the delivery to start", Duration::from_secs(10), || async {
+        (sim.lines().await["requests"] == 1).then_some(())
+    })
+    .await;
+    let first_log = first.output();
+    first.kill9();
+    assert_eq!(api.job(&id).await["status"], "processing");
+
+    let _second = worker(&api, &[]);
+    let job = wait_status(&api, "orphan", "created").await;
+    let log = api.log(&id).await;
+    assert_eq!(job["attempts"], 2, "{log:#?}\nfirst worker:\n{first_log}");
+    assert!(
+        log.iter()
+            .any(|e| e["message"].as_str().unwrap().contains("LEASE_EXPIRED")),
+        "{log:#?}"
+    );
+    // The slow first request may still have made its line; the Idempotency-Key makes the
+    // second attempt a replay of it.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let lines = sim.lines().await;
+    assert_eq!(lines["count"], 1, "{lines}");
+}
+
+#[tokio::test]
+async fn the_worker_reconnects_after_the_api_is_killed_and_every_job_finishes() {
+    let sim = TestSim::start();
+    let mut api = api_for(&sim).await;
+    let mut worker = worker(&api, &["--lease-ms", "2000", "--concurrency", "8"]);
+    let n = 200;
+    for i in 0..n {
+        api.create_ok(&order(&format!("crash-{i}"))).await;
+        if i == n / 2 {
+            api.restart(); // kill -9, then start again on the same port
+        }
+    }
+    wait_all_created(&api, n, Duration::from_secs(60)).await;
+    assert!(worker.running(), "the worker survived its api's crash");
+    let lines = sim.lines().await;
+    assert_eq!(
+        lines["count"].as_u64(),
+        Some(n as u64),
+        "{}",
+        lines["count"]
+    );
+    assert_eq!(lines["duplicates"], 0);
+}
+
+#[tokio::test]
+async fn two_workers_on_one_api_deliver_every_job_once() {
+    let sim = TestSim::start();
+    let api = api_for(&sim).await;
+    let _a = worker(&api, &["--worker-id", "wa", "--concurrency", "8"]);
+    let _b = worker(&api, &["--worker-id", "wb", "--concurrency", "8"]);
+    let n = 300;
+    for i in 0..n {
+        api.create_ok(&order(&format!("pair-{i}"))).await;
+    }
+    wait_all_created(&api, n, Duration::from_secs(60)).await;
+    let lines = sim.lines().await;
+    assert_eq!(lines["count"].as_u64(), Some(n as u64));
+    assert_eq!(lines["duplicates"], 0);
+    assert_eq!(lines["replays"], 0, "no job was delivered twice");
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_worker_finish_what_it_holds_and_exit_0() {
+    let sim = TestSim::start();
+    sim.fault(serde_json::json!({"count": 1, "delay_ms": 800}))
+        .await;
+    let api = api_for(&sim).await;
+    let mut worker = worker(&api, &[]);
+    api.create_ok(&order("in-hand")).await;
+    eventually("the delivery to start", Duration::from_secs(10), || async {
+        (sim.lines().await["requests"] == 1).then_some(())
+    })
+    .await;
+    let pid = worker.pid().unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = worker.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}:\n{}", worker.output());
+    assert_eq!(
+        api.status_of("in-hand").await.1["data"]["status"],
+        "created"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_with_the_wrong_token_says_so_and_exits_non_zero() {
+    let sim = TestSim::start();
+    let api = TestApi::with(ApiOptions::default().target(&sim.base()).key("right")).await;
+    let mut worker = TestWorker::start(&api.base(), &[], &[("FERRY_WORKER_TOKEN", "wrong")]);
+    let status = worker.wait_exit(Duration::from_secs(20));
+    assert!(!status.success());
+    assert!(
+        worker.output().contains("UNAUTHORIZED"),
+        "{}",
+        worker.output()
+    );
+    let mut good = TestWorker::start(&api.base(), &[], &[("FERRY_WORKER_TOKEN", "right")]);
+    let mut o = order("authed");
+    o["workshop"] = "Bennys Auto".into();
+    api.create_ok(&o).await;
+    wait_status(&api, "authed", "created").await;
+    assert!(good.running());
+}

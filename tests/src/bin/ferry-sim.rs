@@ -1,0 +1,274 @@
+//! `ferry-sim`: a simulated REST ERP speaking Ferry's default `erp_rest` mapping, for the tests,
+//! the demo and the benchmark.
+//!
+//! - `POST /worksheets/{ws}/lines` `{"product_nr", "amount" (a number), "reference"}` with
+//!   `Idempotency-Key` → `201 {"id"}`; the same key again → `200` with the same id.
+//! - Faults, applied to the next line requests in order: `POST /_sim/faults`
+//!   `{"count": N, "status": 500, "retry_after": 2}`, `{"delay_ms": 3000}`, `{"drop": true}`
+//!   (the connection breaks before the line is made), `{"after_create": true, "status": 500}`
+//!   (the line is made, then the answer is an error). `DELETE /_sim/faults` clears them.
+//! - `PUT /_sim/worksheets/{ws}/missing` makes a worksheet answer 404.
+//! - `GET /_sim/lines` lists the lines with a count of duplicated references.
+//! - `--basic user:pass` requires basic auth.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::web::{self, Bytes};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use clap::Parser;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(
+    name = "ferry-sim",
+    about = "A simulated REST ERP for Ferry's tests, demo and benchmark"
+)]
+struct Cli {
+    /// Port on 127.0.0.1 (0 picks a free one; the address is printed).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Require basic auth with these credentials (`user:pass`).
+    #[arg(long, value_name = "USER:PASS")]
+    basic: Option<String>,
+    /// actix-web worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct Fault {
+    #[serde(default = "one")]
+    count: u32,
+    status: Option<u16>,
+    retry_after: Option<u64>,
+    delay_ms: Option<u64>,
+    #[serde(default)]
+    drop: bool,
+    #[serde(default)]
+    after_create: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Default)]
+struct Erp {
+    lines: Vec<Value>,
+    by_key: HashMap<String, String>,
+    missing: HashSet<String>,
+    faults: VecDeque<Fault>,
+    requests: u64,
+    replays: u64,
+}
+
+struct Sim {
+    erp: Mutex<Erp>,
+    basic: Option<String>,
+}
+
+/// A body that fails at once: the client sees the connection break mid-answer.
+struct Broken;
+
+impl MessageBody for Broken {
+    type Error = std::io::Error;
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Poll::Ready(Some(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "ferry-sim dropped the connection",
+        ))))
+    }
+}
+
+fn authorized(sim: &Sim, req: &HttpRequest) -> bool {
+    let Some(expected) = &sim.basic else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(decode_base64);
+    given.as_deref() == Some(expected.as_str())
+}
+
+fn decode_base64(s: &str) -> Option<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.trim_end_matches('=').bytes() {
+        bits = (bits << 6) | ALPHABET.iter().position(|&a| a == c)? as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn add_line(
+    sim: web::Data<Sim>,
+    req: HttpRequest,
+    ws: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let fault = {
+        let mut erp = sim.erp.lock().expect("lock");
+        erp.requests += 1;
+        let fault = erp.faults.front_mut().map(|f| {
+            f.count -= 1;
+            f.clone()
+        });
+        if erp.faults.front().is_some_and(|f| f.count == 0) {
+            erp.faults.pop_front();
+        }
+        fault
+    };
+    let fault = fault.unwrap_or_default();
+    if let Some(ms) = fault.delay_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if fault.drop {
+        return HttpResponse::Created().body(Broken);
+    }
+    if let (Some(status), false) = (fault.status, fault.after_create) {
+        return injected(status, fault.retry_after);
+    }
+    if !authorized(&sim, &req) {
+        return HttpResponse::Unauthorized().json(json!({"error": "bad credentials"}));
+    }
+    let line: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return HttpResponse::BadRequest().json(json!({"error": e.to_string()})),
+    };
+    if !line["amount"].as_f64().is_some_and(|a| a > 0.0) || !line["product_nr"].is_string() {
+        return HttpResponse::BadRequest()
+            .json(json!({"error": "product_nr (string) and amount (positive number) required"}));
+    }
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (status, id) = {
+        let mut erp = sim.erp.lock().expect("lock");
+        if erp.missing.contains(ws.as_str()) {
+            return HttpResponse::NotFound().json(json!({"error": format!("no worksheet {ws}")}));
+        }
+        match key.as_ref().and_then(|k| erp.by_key.get(k)).cloned() {
+            Some(id) => {
+                erp.replays += 1;
+                (200, id)
+            }
+            None => {
+                let id = format!("L-{}", erp.lines.len() + 1);
+                erp.lines.push(json!({
+                    "id": id, "worksheet": ws.as_str(), "product_nr": line["product_nr"],
+                    "amount": line["amount"], "reference": line["reference"], "idempotency_key": key,
+                }));
+                if let Some(k) = key {
+                    erp.by_key.insert(k, id.clone());
+                }
+                (201, id)
+            }
+        }
+    };
+    if let (Some(status), true) = (fault.status, fault.after_create) {
+        return injected(status, fault.retry_after);
+    }
+    let code = actix_web::http::StatusCode::from_u16(status).expect("valid status");
+    HttpResponse::build(code).json(json!({ "id": id }))
+}
+
+fn injected(status: u16, retry_after: Option<u64>) -> HttpResponse {
+    let code = actix_web::http::StatusCode::from_u16(status)
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = HttpResponse::build(code);
+    if let Some(secs) = retry_after {
+        resp.insert_header(("Retry-After", secs.to_string()));
+    }
+    resp.json(json!({"error": format!("injected {status}")}))
+}
+
+async fn add_faults(sim: web::Data<Sim>, fault: web::Json<Fault>) -> HttpResponse {
+    let fault = fault.into_inner();
+    if fault.count > 0 {
+        sim.erp.lock().expect("lock").faults.push_back(fault);
+    }
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+async fn clear_faults(sim: web::Data<Sim>) -> HttpResponse {
+    sim.erp.lock().expect("lock").faults.clear();
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+async fn missing(sim: web::Data<Sim>, ws: web::Path<String>) -> HttpResponse {
+    sim.erp
+        .lock()
+        .expect("lock")
+        .missing
+        .insert(ws.into_inner());
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+async fn lines(sim: web::Data<Sim>) -> HttpResponse {
+    let erp = sim.erp.lock().expect("lock");
+    let mut seen = HashSet::new();
+    let duplicates = erp
+        .lines
+        .iter()
+        .filter(|l| !seen.insert(l["reference"].to_string()))
+        .count();
+    HttpResponse::Ok().json(json!({
+        "count": erp.lines.len(),
+        "duplicates": duplicates,
+        "requests": erp.requests,
+        "replays": erp.replays,
+        "lines": erp.lines,
+    }))
+}
+
+async fn count(sim: web::Data<Sim>) -> HttpResponse {
+    let erp = sim.erp.lock().expect("lock");
+    HttpResponse::Ok().json(json!({"count": erp.lines.len(), "requests": erp.requests}))
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let cli = Cli::parse();
+    let sim = web::Data::new(Sim {
+        erp: Mutex::default(),
+        basic: cli.basic,
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(sim.clone())
+            .route("/worksheets/{ws}/lines", web::post().to(add_line))
+            .route("/_sim/faults", web::post().to(add_faults))
+            .route("/_sim/faults", web::delete().to(clear_faults))
+            .route("/_sim/worksheets/{ws}/missing", web::put().to(missing))
+            .route("/_sim/lines", web::get().to(lines))
+            .route("/_sim/count", web::get().to(count))
+    })
+    .workers(cli.workers)
+    .bind(("127.0.0.1", cli.port))?;
+    let addr = server.addrs()[0];
+    println!("ferry-sim listening on {addr}");
+    server.run().await
+}

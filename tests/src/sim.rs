@@ -1,0 +1,128 @@
+//! `TestSim` (a `ferry-sim` process) and `TestWorker` (a `ferry-worker` process).
+
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::procs::Proc;
+
+pub struct TestSim {
+    pub port: u16,
+    proc: Proc,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TestSim {
+    pub fn start() -> Self {
+        Self::with_args(&[])
+    }
+
+    pub fn with_args(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args = vec!["--port".to_string(), "0".to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut proc = Proc::spawn("ferry-sim", &args, &[], &dir.path().join("sim.log"));
+        let port = proc.wait_listening("ferry-sim");
+        Self {
+            port,
+            proc,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Queues a fault for the next line requests, e.g. `{"count": 2, "status": 500}`.
+    pub async fn fault(&self, fault: Value) {
+        let resp = self
+            .http
+            .post(format!("{}/_sim/faults", self.base()))
+            .json(&fault)
+            .send()
+            .await
+            .expect("sim");
+        assert!(resp.status().is_success());
+    }
+
+    pub async fn missing(&self, worksheet: &str) {
+        let url = format!("{}/_sim/worksheets/{worksheet}/missing", self.base());
+        assert!(
+            self.http
+                .put(url)
+                .send()
+                .await
+                .expect("sim")
+                .status()
+                .is_success()
+        );
+    }
+
+    /// `{"count", "duplicates", "requests", "replays", "lines": [...]}`
+    pub async fn lines(&self) -> Value {
+        self.http
+            .get(format!("{}/_sim/lines", self.base()))
+            .send()
+            .await
+            .expect("sim")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.proc.running()
+    }
+}
+
+pub struct TestWorker {
+    proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl TestWorker {
+    /// Starts `ferry-worker --api <api>` with `extra` arguments and environment.
+    pub fn start(api: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args = vec!["--api".to_string(), api.to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let proc = Proc::spawn("ferry-worker", &args, &env, &dir.path().join("worker.log"));
+        Self { proc, _dir: dir }
+    }
+
+    pub fn output(&self) -> String {
+        self.proc.output()
+    }
+
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.proc.running()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        self.proc.wait_exit(within)
+    }
+}
+
+/// An order body for `Bennys Auto` on a given worksheet.
+pub fn order_on(uniqueid: &str, worksheet: &str) -> Value {
+    json!({
+        "uniqueid": uniqueid, "workshop": "Bennys Auto", "worksheet": worksheet,
+        "product_nr": "10", "amount": 5,
+    })
+}

@@ -1,0 +1,120 @@
+//! The worker's side of the worker protocol: typed calls to its api, answers unwrapped from the
+//! envelope. Whether a failure is worth retrying is carried by the error type.
+
+use std::time::Duration;
+
+use ferry_shared::envelope::Envelope;
+use ferry_shared::protocol::{
+    HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, ReportRequest, ReportResponse,
+};
+use ferry_shared::target::WorkerConfig;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The api did not answer (down, restarting): try again later.
+    #[error("the api is unreachable")]
+    Unreachable(#[source] reqwest::Error),
+    /// The api answered with a refusal that trying again will not change.
+    #[error("the api refused: {status} {code}: {detail}")]
+    Refused {
+        status: u16,
+        code: String,
+        detail: String,
+    },
+}
+
+impl ClientError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable(_) => true,
+            // The api is stopping or its store is briefly unavailable.
+            ClientError::Refused { status, .. } => *status == 503 || *status >= 500,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl ApiClient {
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(ClientError::Unreachable)?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(ClientError::Unreachable)?;
+        let refused = |code: &str, detail: String| ClientError::Refused {
+            status,
+            code: code.to_string(),
+            detail,
+        };
+        let envelope: Envelope<T> = serde_json::from_slice(&bytes)
+            .map_err(|e| refused("BAD_ANSWER", format!("not the expected envelope: {e}")))?;
+        match (envelope.data, envelope.error) {
+            (Some(data), _) if envelope.success => Ok(data),
+            (_, Some(err)) => Err(refused(&err.code, err.detail)),
+            _ => Err(refused("BAD_ANSWER", envelope.message)),
+        }
+    }
+
+    pub async fn config(&self) -> Result<WorkerConfig, ClientError> {
+        let req = self.http.get(format!("{}/worker/config", self.base));
+        self.call(req, Duration::from_secs(10)).await
+    }
+
+    pub async fn lease(&self, body: &LeaseRequest) -> Result<LeaseResponse, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/worker/lease", self.base))
+            .json(body);
+        let timeout = Duration::from_millis(body.wait_ms) + Duration::from_secs(10);
+        self.call(req, timeout).await
+    }
+
+    pub async fn report(&self, body: &ReportRequest) -> Result<ReportResponse, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/worker/report", self.base))
+            .json(body);
+        self.call(req, Duration::from_secs(30)).await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        body: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/worker/heartbeat", self.base))
+            .json(body);
+        self.call(req, Duration::from_secs(10)).await
+    }
+}

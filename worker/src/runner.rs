@@ -1,0 +1,363 @@
+//! The worker's life: fetch the connector settings from the api, then lease jobs (long-poll, in
+//! batches, never more than `concurrency` in flight), deliver each, and report outcomes in
+//! batches, heartbeating the leases it holds. It obeys the api's directive (`pause` stops leasing,
+//! `exit` finishes and exits) and, on a signal, finishes what it holds within a grace period.
+//! When the api is unreachable it backs off and tries again, keeping unreported outcomes.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_shared::job::LeaseId;
+use ferry_shared::protocol::{
+    Directive, HeartbeatRequest, LeaseRequest, LeasedJob, ReportItem, ReportRequest,
+};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{ApiClient, ClientError};
+use crate::connector::Connector;
+
+/// Outcomes sent in one report at most.
+const MAX_REPORT: usize = 512;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub api: String,
+    pub token: Option<String>,
+    pub worker_id: String,
+    pub concurrency: usize,
+    pub lease_ms: u64,
+    /// How long one lease call may wait for work (long-poll).
+    pub poll_ms: u64,
+    /// After a signal or `exit`, how long in-flight jobs may take to finish and be reported.
+    pub grace_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("the api refused the worker")]
+    Refused(#[source] ClientError),
+    #[error("cannot build the connector's HTTP client")]
+    Connector(#[source] reqwest::Error),
+}
+
+/// Exponential backoff for calls to an unreachable api: 100 ms doubling to 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(100))
+    }
+    fn next(&mut self) -> Duration {
+        let now = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        now
+    }
+}
+
+/// The directive most recently heard from the api.
+#[derive(Default)]
+struct Heard(AtomicU8);
+
+impl Heard {
+    fn set(&self, d: Directive) {
+        let v = match d {
+            Directive::Run => 0,
+            Directive::Pause => 1,
+            Directive::Exit => 2,
+        };
+        self.0.store(v, Ordering::Relaxed);
+    }
+    fn exit(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == 2
+    }
+}
+
+pub struct Worker {
+    api: ApiClient,
+    connector: Arc<Connector>,
+    settings: Settings,
+    heard: Arc<Heard>,
+    /// Leases delivered or being delivered whose outcome the api has not yet acknowledged.
+    held: Arc<Mutex<HashSet<LeaseId>>>,
+}
+
+impl Worker {
+    /// Fetches the connector settings from the api, retrying while it is unreachable. `None`
+    /// when `shutdown` fired first.
+    pub async fn connect(
+        settings: Settings,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Self>, WorkerError> {
+        let api = ApiClient::new(&settings.api, settings.token.clone());
+        let mut backoff = Backoff::new();
+        let config = loop {
+            match api.config().await {
+                Ok(c) => break c,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(api = %settings.api, "api not reachable yet; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next()) => {}
+                        _ = shutdown.cancelled() => return Ok(None),
+                    }
+                }
+                Err(e) => return Err(WorkerError::Refused(e)),
+            }
+        };
+        tracing::info!(tenant = %config.tenant, target = ?config.target, "connector configured");
+        let connector = Connector::new(config.target).map_err(WorkerError::Connector)?;
+        Ok(Some(Self {
+            api,
+            connector: Arc::new(connector),
+            settings,
+            heard: Arc::default(),
+            held: Arc::default(),
+        }))
+    }
+
+    /// One step, for tests and diagnostics: lease what is due now, deliver it, report it.
+    /// Answers how many jobs were handled.
+    pub async fn run_once(&self) -> Result<usize, ClientError> {
+        let lease = self.lease_request(self.settings.concurrency, 0);
+        let jobs = self.api.lease(&lease).await?.jobs;
+        let mut set = tokio::task::JoinSet::new();
+        for job in jobs {
+            let connector = self.connector.clone();
+            set.spawn(async move { deliver(&connector, job).await });
+        }
+        let results = set.join_all().await;
+        let n = results.len();
+        if n > 0 {
+            let report = ReportRequest {
+                worker_id: self.settings.worker_id.clone(),
+                results,
+            };
+            self.api.report(&report).await?;
+        }
+        Ok(n)
+    }
+
+    fn lease_request(&self, max: usize, wait_ms: u64) -> LeaseRequest {
+        LeaseRequest {
+            worker_id: self.settings.worker_id.clone(),
+            max: max as u32,
+            wait_ms,
+            lease_ms: self.settings.lease_ms,
+        }
+    }
+
+    /// Runs until the api says `exit` or `shutdown` fires, then finishes what it holds.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let grace = Duration::from_millis(self.settings.grace_ms);
+        let reporter = tokio::spawn(report_loop(
+            self.api.clone(),
+            self.settings.worker_id.clone(),
+            rx,
+            self.heard.clone(),
+            self.held.clone(),
+        ));
+        let beats = CancellationToken::new();
+        tokio::spawn(heartbeat_loop(
+            self.api.clone(),
+            self.settings.clone(),
+            self.heard.clone(),
+            self.held.clone(),
+            beats.clone(),
+        ));
+        let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        let mut backoff = Backoff::new();
+        let mut unreachable = false;
+        let mut paused = false;
+        let ended = loop {
+            if shutdown.is_cancelled() {
+                break "a signal";
+            }
+            if self.heard.exit() {
+                break "the api's exit directive";
+            }
+            let first = tokio::select! {
+                p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                _ = shutdown.cancelled() => continue,
+            };
+            let mut permits = vec![first];
+            while let Ok(p) = slots.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            let lease = self.lease_request(permits.len(), self.settings.poll_ms);
+            let answer = match self.api.lease(&lease).await {
+                Ok(a) => a,
+                Err(e) if e.is_transient() => {
+                    if !unreachable {
+                        tracing::warn!(error = %e, "api unreachable; retrying with backoff");
+                        unreachable = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next()) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    continue;
+                }
+                Err(e) => return Err(WorkerError::Refused(e)),
+            };
+            if unreachable {
+                tracing::info!("api reachable again");
+                unreachable = false;
+            }
+            backoff = Backoff::new();
+            self.heard.set(answer.directive);
+            if (answer.directive == Directive::Pause) != paused {
+                paused = !paused;
+                tracing::info!(paused, "worker desired state changed by the api");
+            }
+            for job in answer.jobs {
+                let permit = permits.pop().expect("the api leases no more than asked");
+                self.held.lock().expect("lock").insert(job.lease_id);
+                let (connector, tx) = (self.connector.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let item = deliver(&connector, job).await;
+                    // The reporter outlives every delivery; a failed send means it was aborted.
+                    let _ = tx.send(item);
+                    drop(permit);
+                });
+            }
+        };
+        tracing::info!("stopping after {ended}: finishing jobs in flight");
+        let all = slots.acquire_many(self.settings.concurrency as u32);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(
+                "grace period over with jobs still in flight; their leases will expire and they \
+                 will be leased again"
+            );
+        }
+        drop(tx);
+        match tokio::time::timeout(grace, reporter).await {
+            Ok(_) => tracing::info!("every outcome reported; exiting"),
+            Err(_) => tracing::warn!(
+                "could not report every outcome in time; those jobs will be leased again"
+            ),
+        }
+        beats.cancel();
+        Ok(())
+    }
+}
+
+async fn deliver(connector: &Connector, job: LeasedJob) -> ReportItem {
+    let (outcome, detail) = connector.deliver(&job).await;
+    tracing::debug!(job_id = %job.job_id, attempt = job.attempt, ?outcome, "delivered");
+    ReportItem {
+        job_id: job.job_id,
+        lease_id: job.lease_id,
+        outcome,
+        detail,
+    }
+}
+
+/// Sends outcomes in batches; while the api is unreachable, keeps them and tries again.
+async fn report_loop(
+    api: ApiClient,
+    worker_id: String,
+    mut rx: mpsc::UnboundedReceiver<ReportItem>,
+    heard: Arc<Heard>,
+    held: Arc<Mutex<HashSet<LeaseId>>>,
+) {
+    let mut pending: Vec<ReportItem> = Vec::new();
+    let mut backoff = Backoff::new();
+    loop {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(item) => pending.push(item),
+                None => return,
+            }
+        }
+        while pending.len() < MAX_REPORT {
+            match rx.try_recv() {
+                Ok(item) => pending.push(item),
+                Err(_) => break,
+            }
+        }
+        let report = ReportRequest {
+            worker_id: worker_id.clone(),
+            results: std::mem::take(&mut pending),
+        };
+        match api.report(&report).await {
+            Ok(answer) => {
+                backoff = Backoff::new();
+                heard.set(answer.directive);
+                for ack in answer.results.iter().filter(|a| !a.accepted) {
+                    tracing::warn!(
+                        job_id = %ack.job_id, error = ?ack.error,
+                        "report refused: the job was handed to another attempt"
+                    );
+                }
+                forget(&held, &report.results);
+            }
+            Err(e) if e.is_transient() => {
+                pending = report.results;
+                tracing::warn!(error = %e, held = pending.len(), "cannot report yet; retrying");
+                tokio::time::sleep(backoff.next()).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "report refused; those jobs will be leased again");
+                forget(&held, &report.results);
+            }
+        }
+    }
+}
+
+fn forget(held: &Mutex<HashSet<LeaseId>>, items: &[ReportItem]) {
+    let mut held = held.lock().expect("lock");
+    for item in items {
+        held.remove(&item.lease_id);
+    }
+}
+
+/// Extends the leases of jobs not yet reported, every third of the lease time.
+async fn heartbeat_loop(
+    api: ApiClient,
+    settings: Settings,
+    heard: Arc<Heard>,
+    held: Arc<Mutex<HashSet<LeaseId>>>,
+    stop: CancellationToken,
+) {
+    let every = Duration::from_millis((settings.lease_ms / 3).max(200));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let lease_ids: Vec<LeaseId> = held.lock().expect("lock").iter().copied().collect();
+        if lease_ids.is_empty() {
+            continue;
+        }
+        let beat = HeartbeatRequest {
+            worker_id: settings.worker_id.clone(),
+            lease_ids,
+        };
+        match api.heartbeat(&beat).await {
+            Ok(answer) => {
+                heard.set(answer.directive);
+                if !answer.lost.is_empty() {
+                    tracing::warn!(
+                        lost = answer.lost.len(),
+                        "leases lost (expired); those jobs go to another attempt"
+                    );
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Connects to the api and runs until `exit` or `shutdown`.
+pub async fn run_until_stopped(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    match Worker::connect(settings, &shutdown).await? {
+        Some(worker) => worker.run(shutdown).await,
+        None => Ok(()),
+    }
+}
