@@ -328,3 +328,75 @@ async fn a_worker_with_the_wrong_token_says_so_and_exits_non_zero() {
     wait_status(&api, "authed", "created").await;
     assert!(good.running());
 }
+
+#[tokio::test]
+async fn basic_auth_from_the_config_reaches_the_erp_and_a_wrong_password_fails_as_auth() {
+    let sim = TestSim::with_args(&["--basic", "ferry:s3cret"]);
+    let opts = |password_env: &str| {
+        ApiOptions::default()
+            .target(&sim.base())
+            .env("FERRY_TARGET__AUTH__KIND", "basic")
+            .env("FERRY_TARGET__AUTH__USERNAME", "ferry")
+            .env("FERRY_TARGET__AUTH__PASSWORD_ENV", password_env)
+            .env("ERP_GOOD", "s3cret")
+            .env("ERP_BAD", "guess")
+    };
+    let good = TestApi::with(opts("ERP_GOOD")).await;
+    let _w1 = worker(&good, &[]);
+    good.create_ok(&order("authed")).await;
+    wait_status(&good, "authed", "created").await;
+
+    let bad = TestApi::with(opts("ERP_BAD")).await;
+    let _w2 = worker(&bad, &[]);
+    bad.create_ok(&order("refused")).await;
+    let job = wait_status(&bad, "refused", "error").await;
+    assert_eq!(job["reason_code"], "ERP_AUTH_FAILED");
+    assert_eq!(sim.lines().await["count"], 1);
+    let config = good.get("/worker/config").await.1;
+    assert_eq!(config["data"]["target"]["auth"]["kind"], "basic");
+}
+
+#[tokio::test]
+async fn a_dropped_connection_and_a_failure_after_the_line_was_made_leave_one_line_each() {
+    let sim = TestSim::start();
+    let api = api_for(&sim).await;
+    sim.fault(serde_json::json!({"count": 1, "drop": true}))
+        .await;
+    let _worker = worker(&api, &["--concurrency", "1"]);
+    api.create_ok(&order_on("dropped", "701")).await;
+    let job = wait_status(&api, "dropped", "created").await;
+    assert_eq!(job["attempts"], 2);
+    let log = api.log(job["id"].as_str().unwrap()).await;
+    assert!(
+        log.iter()
+            .any(|e| e["message"].as_str().unwrap().contains("ERP_UNREACHABLE")),
+        "{log:#?}"
+    );
+
+    sim.fault(serde_json::json!({"count": 1, "status": 500, "after_create": true}))
+        .await;
+    api.create_ok(&order_on("half-done", "702")).await;
+    let job = wait_status(&api, "half-done", "created").await;
+    assert_eq!(job["attempts"], 2);
+    let lines = sim.lines().await;
+    assert_eq!(lines["count"], 2);
+    assert_eq!(
+        lines["replays"], 1,
+        "the retry replayed the idempotency key"
+    );
+    let on_702 = sim_lines_on(&sim, "702").await;
+    assert_eq!(on_702.len(), 1);
+    assert_eq!(job["target_ref"], on_702[0]["id"]);
+}
+
+async fn sim_lines_on(sim: &TestSim, worksheet: &str) -> Vec<Value> {
+    reqwest::get(format!("{}/_sim/lines?worksheet={worksheet}", sim.base()))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["lines"]
+        .as_array()
+        .unwrap()
+        .clone()
+}

@@ -8,7 +8,7 @@
 //!   (the connection breaks before the line is made), `{"after_create": true, "status": 500}`
 //!   (the line is made, then the answer is an error). `DELETE /_sim/faults` clears them.
 //! - `PUT /_sim/worksheets/{ws}/missing` makes a worksheet answer 404.
-//! - `GET /_sim/lines` lists the lines with a count of duplicated references.
+//! - `GET /_sim/lines[?worksheet=]` lists the lines with a count of duplicated references.
 //! - `--basic user:pass` requires basic auth.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -227,8 +227,18 @@ async fn missing(sim: web::Data<Sim>, ws: web::Path<String>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"ok": true}))
 }
 
-async fn lines(sim: web::Data<Sim>) -> HttpResponse {
+#[derive(Deserialize)]
+struct LinesQuery {
+    worksheet: Option<String>,
+}
+
+async fn lines(sim: web::Data<Sim>, q: web::Query<LinesQuery>) -> HttpResponse {
     let erp = sim.erp.lock().expect("lock");
+    let shown: Vec<&Value> = erp
+        .lines
+        .iter()
+        .filter(|l| q.worksheet.as_deref().is_none_or(|ws| l["worksheet"] == ws))
+        .collect();
     let mut seen = HashSet::new();
     let duplicates = erp
         .lines
@@ -240,7 +250,7 @@ async fn lines(sim: web::Data<Sim>) -> HttpResponse {
         "duplicates": duplicates,
         "requests": erp.requests,
         "replays": erp.replays,
-        "lines": erp.lines,
+        "lines": shown,
     }))
 }
 
