@@ -48,6 +48,9 @@ pub struct Cli {
     /// error, warn, info, debug or trace [default: info].
     #[arg(long)]
     log_level: Option<String>,
+    /// The storage engine: sled or redb [default: sled].
+    #[arg(long, value_parser = ["sled", "redb"])]
+    store: Option<String>,
 }
 
 impl Cli {
@@ -73,6 +76,9 @@ impl Cli {
         }
         if let Some(l) = self.log_level {
             s.log_level = l;
+        }
+        if let Some(e) = self.store {
+            s.store = e;
         }
         s.validate()?;
         Ok(s)

@@ -12,13 +12,12 @@ use ferry_shared::target::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
-use crate::store::{Limits, Store, StoreError, WriterHandle};
+use crate::store::{Engine, Limits, Store, StoreError, WriterHandle};
 use crate::{auth, routes};
 
 /// How often expired leases are handed back.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
-/// How often finished jobs past retention are pruned, and how many per command.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Finished jobs pruned per store command (a pass repeats until a chunk comes back short).
 const PRUNE_CHUNK: usize = 1_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +30,7 @@ pub enum StartupError {
     Target(String),
     #[error("cannot create the tenant directory {0}")]
     DataDir(String, #[source] std::io::Error),
-    #[error("cannot open the store in {0} (is another ferry-api running for this tenant?)")]
+    #[error("cannot open the store in {0}")]
     Store(String, #[source] StoreError),
     #[error("cannot listen on {0}")]
     Bind(String, #[source] std::io::Error),
@@ -74,13 +73,20 @@ impl Application {
         let dir = settings.tenant_dir();
         std::fs::create_dir_all(&dir)
             .map_err(|e| StartupError::DataDir(dir.display().to_string(), e))?;
-        let store_dir = dir.join("store");
+        let engine = Engine::parse(&settings.store).ok_or_else(|| {
+            StartupError::Target(format!(
+                "store must be sled or redb, not '{}'",
+                settings.store
+            ))
+        })?;
+        let store_dir = engine.dir(&dir);
         let limits = Limits {
             retry: settings.retry,
             max_queue: settings.max_queue,
         };
-        let (store, writer) = Store::open_sled(&store_dir, limits)
+        let (store, writer) = Store::open(engine, &dir, limits)
             .map_err(|e| StartupError::Store(store_dir.display().to_string(), e))?;
+        tracing::info!(engine = engine.name(), dir = %store_dir.display(), "store open");
 
         let addr = format!("{}:{}", settings.bind, settings.port);
         let listener = TcpListener::bind(&addr).map_err(|e| StartupError::Bind(addr.clone(), e))?;
@@ -181,17 +187,31 @@ fn spawn_maintenance(state: web::Data<AppState>) {
     });
     actix_web::rt::spawn(async move {
         let retention_ms = state.settings.retention_hours as i64 * 3_600_000;
-        let mut tick = actix_web::rt::time::interval(PRUNE_EVERY);
+        let every = Duration::from_millis(state.settings.prune_every_ms);
+        let mut tick = actix_web::rt::time::interval(every);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = state.stop.cancelled() => return,
             }
             let before = ferry_shared::now_ms() - retention_ms;
-            match state.store.prune(before, PRUNE_CHUNK).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(count = n, "pruned finished jobs past retention"),
-                Err(e) => tracing::error!(error = ?e, "pruning failed"),
+            let mut total = 0;
+            loop {
+                match state.store.prune(before, PRUNE_CHUNK).await {
+                    Ok(n) => {
+                        total += n;
+                        if n < PRUNE_CHUNK as u64 || state.stop.is_cancelled() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = ?e, "pruning failed");
+                        break;
+                    }
+                }
+            }
+            if total > 0 {
+                tracing::info!(count = total, "pruned finished jobs past retention");
             }
         }
     });

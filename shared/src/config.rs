@@ -44,9 +44,12 @@ pub struct Settings {
     pub worker_token: Option<Secret<String>>,
     pub max_queue: u64,
     pub retention_hours: u64,
+    pub prune_every_ms: u64,
     pub kill_grace_ms: u64,
     pub worker_seen_ms: u64,
     pub log_level: String,
+    /// The storage engine: `sled` or `redb`.
+    pub store: String,
     pub retry: RetryConfig,
     /// The delivery target; the worker reads it through the api (`GET /worker/config`).
     #[serde(default)]
@@ -119,6 +122,9 @@ impl Settings {
         if !(1..=64).contains(&self.workers) {
             return invalid("workers", "must be between 1 and 64");
         }
+        if self.prune_every_ms == 0 {
+            return invalid("prune_every_ms", "must be at least 1");
+        }
         if self.max_queue == 0 {
             return invalid("max_queue", "must be at least 1");
         }
@@ -130,6 +136,9 @@ impl Settings {
                 "retry.base_ms",
                 "must be at least 1 and no larger than retry.max_backoff_ms",
             );
+        }
+        if !["sled", "redb"].contains(&self.store.as_str()) {
+            return invalid("store", "must be sled or redb");
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
             return invalid("log_level", "must be error, warn, info, debug or trace");

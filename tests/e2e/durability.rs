@@ -69,10 +69,43 @@ fn next(seed: &mut u64) -> u64 {
 }
 
 #[tokio::test]
-async fn every_job_acknowledged_before_a_kill_9_at_a_random_moment_is_there_after_restart() {
+async fn with_sled_every_job_acknowledged_before_a_kill_9_is_there_after_restart() {
+    kill_9_rounds("sled").await;
+}
+
+#[tokio::test]
+async fn with_redb_every_job_acknowledged_before_a_kill_9_is_there_after_restart() {
+    kill_9_rounds("redb").await;
+}
+
+#[tokio::test]
+async fn a_tenant_stays_with_the_engine_that_holds_its_data() {
+    let mut api = TestApi::start().await;
+    api.create_ok(&order("kept")).await;
+    api.kill9();
+    let (status, out) = ferry_tests::run_to_end(
+        "ferry-api",
+        &[
+            "--port",
+            "0",
+            "--workshop",
+            "Bennys Auto",
+            "--data-dir",
+            api.data.path().to_str().unwrap(),
+            "--store",
+            "redb",
+        ],
+        &[],
+    );
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("choose sled"), "{out}");
+}
+
+/// 16 clients post while the api is killed at a random moment, 10 rounds on one data dir.
+async fn kill_9_rounds(store: &str) {
     const ROUNDS: usize = 10;
     const CLIENTS: usize = 16;
-    let mut api = TestApi::start().await;
+    let mut api = TestApi::with(ferry_tests::ApiOptions::default().env("FERRY_STORE", store)).await;
     let mut seed = std::process::id() as u64 * 0x9E37_79B9 + 1;
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
     for round in 0..ROUNDS {

@@ -5,7 +5,7 @@
 //! The binaries must be built first (`cargo build --workspace`, as `scripts/test` does); they are
 //! found beside the test executable, or in `$FERRY_BIN_DIR`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,12 +23,15 @@ pub fn bin(name: &str) -> PathBuf {
     let dir = match std::env::var_os("FERRY_BIN_DIR") {
         Some(d) => PathBuf::from(d),
         None => {
-            // target/debug/deps/e2e-<hash> → target/debug/
-            let exe = std::env::current_exe().expect("test executable path");
-            exe.parent()
-                .and_then(Path::parent)
-                .expect("target dir")
-                .to_path_buf()
+            // Beside a binary of this crate (target/debug/ferry-torture), or one level up from a
+            // test executable (target/debug/deps/e2e-<hash>).
+            let exe = std::env::current_exe().expect("executable path");
+            let here = exe.parent().expect("target dir").to_path_buf();
+            if here.join(name).exists() {
+                here
+            } else {
+                here.parent().expect("target dir").to_path_buf()
+            }
         }
     };
     let path = dir.join(name);

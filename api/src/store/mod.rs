@@ -2,7 +2,7 @@
 //!
 //! Layers, bottom up:
 //! - [`Kv`]: the narrow trait an engine implements (get, ordered scan, atomic batch, flush).
-//!   [`sled_engine`] is the one engine today.
+//!   Two engines: [`sled_engine`] and [`redb_engine`], chosen with `store = "sled" | "redb"`.
 //! - [`machine`]: the job state machine (create, lease, report, expire, clear, retry, prune) written
 //!   once over `Kv`, so every engine behaves the same.
 //! - [`writer`]: the single writer thread. It drains waiting commands, applies each as one atomic
@@ -10,10 +10,13 @@
 //! - [`Store`]: the cloneable handle routes use: async commands through the writer, reads straight
 //!   from the engine on the caller's thread.
 
+#[cfg(test)]
+mod conformance;
 pub mod keys;
 pub mod machine;
 pub mod read;
 pub mod record;
+pub mod redb_engine;
 pub mod sled_engine;
 pub mod writer;
 
@@ -40,6 +43,51 @@ pub enum StoreError {
     Closed,
     #[error("the store stopped accepting writes after a failed flush; restart the api")]
     Failed,
+    #[error("store = \"{chosen}\" but this tenant's data is in {found} ({dir}); choose {found}")]
+    OtherEngine {
+        chosen: &'static str,
+        found: &'static str,
+        dir: String,
+    },
+}
+
+/// The storage engines; see ARCHITECTURE.md for the evidence behind the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sled,
+    Redb,
+}
+
+impl Engine {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "sled" => Some(Engine::Sled),
+            "redb" => Some(Engine::Redb),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sled => "sled",
+            Engine::Redb => "redb",
+        }
+    }
+
+    fn other(self) -> Self {
+        match self {
+            Engine::Sled => Engine::Redb,
+            Engine::Redb => Engine::Sled,
+        }
+    }
+
+    /// Where this engine keeps a tenant's data.
+    pub fn dir(self, tenant_dir: &Path) -> std::path::PathBuf {
+        match self {
+            Engine::Sled => tenant_dir.join("store"),
+            Engine::Redb => tenant_dir.join("store-redb"),
+        }
+    }
 }
 
 /// An atomic group of writes: `None` deletes the key.
@@ -128,9 +176,26 @@ pub enum RetryOutcome {
 }
 
 impl Store {
-    /// Opens (or creates) the sled store in `dir` and starts its writer.
-    pub fn open_sled(dir: &Path, limits: Limits) -> Result<(Store, WriterHandle), StoreError> {
-        let kv: Arc<dyn Kv> = Arc::new(sled_engine::SledKv::open(dir)?);
+    /// Opens (or creates) the tenant's store with `engine` under `tenant_dir` and starts its
+    /// writer. Refuses to create an empty store beside the other engine's data: switching engines
+    /// must never look like an empty queue.
+    pub fn open(
+        engine: Engine,
+        tenant_dir: &Path,
+        limits: Limits,
+    ) -> Result<(Store, WriterHandle), StoreError> {
+        let (mine, other) = (engine.dir(tenant_dir), engine.other().dir(tenant_dir));
+        if !mine.exists() && other.exists() {
+            return Err(StoreError::OtherEngine {
+                chosen: engine.name(),
+                found: engine.other().name(),
+                dir: other.display().to_string(),
+            });
+        }
+        let kv: Arc<dyn Kv> = match engine {
+            Engine::Sled => Arc::new(sled_engine::SledKv::open(&mine)?),
+            Engine::Redb => Arc::new(redb_engine::RedbKv::open(&mine)?),
+        };
         Self::start(kv, limits)
     }
 

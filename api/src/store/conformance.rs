@@ -1,0 +1,410 @@
+//! The store conformance suite: what every engine behind [`Kv`](super::Kv) must do, run against
+//! each of them through the real writer. FIFO by due time, idempotency, leases and their expiry,
+//! fencing of stale reports, heartbeats, clear, retry, the retry policy, pruning, the queue limit,
+//! listing, and recovery after a restart.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ferry_shared::config::RetryConfig;
+use ferry_shared::job::{JobId, OrderLine, Status};
+use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome, ReportItem};
+
+use super::read::{Cursor, ListQuery};
+use super::{CreateOutcome, Engine, Limits, RetryOutcome, Store, WriterHandle};
+
+fn limits() -> Limits {
+    Limits {
+        retry: RetryConfig {
+            max_attempts: 3,
+            base_ms: 10,
+            max_backoff_ms: 20,
+            max_age_hours: 48,
+        },
+        max_queue: 1_000,
+    }
+}
+
+fn open(engine: Engine, dir: &Path) -> (Store, WriterHandle) {
+    Store::open(engine, dir, limits()).expect("store opens")
+}
+
+async fn close(store: Store, writer: WriterHandle) {
+    store.close().await.expect("close");
+    writer.join();
+}
+
+fn order(uniqueid: &str) -> OrderLine {
+    OrderLine {
+        uniqueid: uniqueid.into(),
+        workshop: "Bennys Auto".into(),
+        worksheet: "558".into(),
+        product_nr: "10".into(),
+        amount: 5.0,
+        username: None,
+        password: None,
+    }
+}
+
+async fn create(store: &Store, uniqueid: &str) -> JobId {
+    match store.create(order(uniqueid)).await.unwrap() {
+        CreateOutcome::New(job) => job.id,
+        _ => panic!("{uniqueid} was not new"),
+    }
+}
+
+async fn lease(store: &Store, max: u32, lease_ms: u64) -> Vec<LeasedJob> {
+    store.lease("w".into(), max, lease_ms).await.unwrap().0
+}
+
+async fn report(store: &Store, job: &LeasedJob, outcome: Outcome) -> (bool, Option<String>) {
+    let item = ReportItem {
+        job_id: job.job_id,
+        lease_id: job.lease_id,
+        outcome,
+        detail: AttemptDetail::default(),
+    };
+    let ack = store
+        .report("w".into(), vec![item])
+        .await
+        .unwrap()
+        .remove(0);
+    (ack.accepted, ack.error)
+}
+
+fn retry(after_ms: Option<u64>) -> Outcome {
+    Outcome::Retry {
+        reason_code: "ERP_UNAVAILABLE".into(),
+        reason_text: "503".into(),
+        after_ms,
+    }
+}
+
+fn created() -> Outcome {
+    Outcome::Created {
+        target_ref: "L-1".into(),
+    }
+}
+
+fn status(store: &Store, id: JobId) -> Status {
+    store.job(id).unwrap().expect("job exists").status
+}
+
+pub async fn jobs_are_leased_first_in_first_out_by_due_time(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(engine, dir.path());
+    let ids = [
+        create(&store, "a").await,
+        create(&store, "b").await,
+        create(&store, "c").await,
+    ];
+    let first = lease(&store, 1, 30_000).await;
+    assert_eq!(first[0].job_id, ids[0]);
+    // `a` fails and is due again in 10 s: b and c, then a newer d, come before it.
+    report(&store, &first[0], retry(Some(10_000))).await;
+    let d = create(&store, "d").await;
+    let next: Vec<JobId> = lease(&store, 10, 30_000)
+        .await
+        .iter()
+        .map(|j| j.job_id)
+        .collect();
+    assert_eq!(next, vec![ids[1], ids[2], d]);
+    let (jobs, next_due) = store.lease("w".into(), 10, 30_000).await.unwrap();
+    assert!(jobs.is_empty());
+    assert!(next_due.is_some_and(|due| due > ferry_shared::now_ms() + 5_000));
+    close(store, writer).await;
+}
+
+pub async fn the_same_uniqueid_is_one_job_across_restarts(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(engine, dir.path());
+    let id = create(&store, "once").await;
+    assert!(
+        matches!(store.create(order("once")).await.unwrap(), CreateOutcome::Duplicate(j) if j.id == id)
+    );
+    let mut other = order("once");
+    other.amount = 6.0;
+    assert!(matches!(
+        store.create(other.clone()).await.unwrap(),
+        CreateOutcome::Conflict(_)
+    ));
+    close(store, writer).await;
+    let (store, writer) = open(engine, dir.path());
+    assert!(
+        matches!(store.create(order("once")).await.unwrap(), CreateOutcome::Duplicate(j) if j.id == id)
+    );
+    assert!(matches!(
+        store.create(other).await.unwrap(),
+        CreateOutcome::Conflict(_)
+    ));
+    assert_eq!(store.count(Status::Placed), 1);
+    close(store, writer).await;
+}
+
+pub async fn an_expired_lease_returns_the_job_and_fences_the_old_report(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(engine, dir.path());
+    let id = create(&store, "slow").await;
+    let stale = lease(&store, 1, 50).await.remove(0);
+    assert_eq!(store.expire_leases().await.unwrap(), 0, "not yet expired");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(store.expire_leases().await.unwrap(), 1);
+    let job = store.job(id).unwrap().unwrap();
+    assert_eq!(
+        (job.status, job.reason_code.as_deref()),
+        (Status::Placed, Some("LEASE_EXPIRED"))
+    );
+    tokio::time::sleep(Duration::from_millis(30)).await; // past the backoff
+    let fresh = lease(&store, 1, 30_000).await.remove(0);
+    assert_eq!(fresh.attempt, 2);
+    assert_eq!(
+        report(&store, &stale, created()).await,
+        (false, Some("STALE_LEASE".into()))
+    );
+    assert_eq!(status(&store, id), Status::Processing);
+    assert_eq!(report(&store, &fresh, created()).await, (true, None));
+    assert_eq!(status(&store, id), Status::Created);
+    assert_eq!(
+        report(&store, &fresh, created()).await.1.as_deref(),
+        Some("STALE_LEASE")
+    );
+    close(store, writer).await;
+}
+
+pub async fn heartbeats_extend_leases_and_name_lost_ones(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(engine, dir.path());
+    let id = create(&store, "beat").await;
+    let job = lease(&store, 1, 100).await.remove(0);
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (extended, lost) = store
+            .heartbeat("w".into(), vec![job.lease_id])
+            .await
+            .unwrap();
+        assert_eq!((extended.len(), lost.len()), (1, 0));
+        assert_eq!(store.expire_leases().await.unwrap(), 0);
+    }
+    let (extended, lost) = store
+        .heartbeat("someone-else".into(), vec![job.lease_id])
+        .await
+        .unwrap();
+    assert_eq!(
+        (extended.len(), lost.len()),
+        (0, 1),
+        "a lease is its worker's"
+    );
+    assert_eq!(status(&store, id), Status::Processing);
+    close(store, writer).await;
+}
+
+pub async fn clear_moves_only_waiting_jobs_to_cleared(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(engine, dir.path());
+    for u in ["a", "b", "c", "d"] {
+        create(&store, u).await;
+    }
+    let held = lease(&store, 1, 30_000).await.remove(0);
+    assert_eq!(store.clear().await.unwrap(), 3);
+    assert_eq!(store.counts(), [0, 1, 0, 0, 3]);
+    assert_eq!(status(&store, held.job_id), Status::Processing);
+    assert_eq!(store.clear().await.unwrap(), 0);
+    close(store, writer).await;
+}
+
+pub async fn a_failed_job_can_be_retried_and_attempts_are_bounded(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(engine, dir.path());
+    let id = create(&store, "f").await;
+    let job = lease(&store, 1, 30_000).await.remove(0);
+    let failed = Outcome::Failed {
+        reason_code: "ERP_REJECTED".into(),
+        reason_text: "no".into(),
+    };
+    report(&store, &job, failed).await;
+    assert_eq!(status(&store, id), Status::Error);
+    assert!(matches!(store.retry(id).await.unwrap(), RetryOutcome::Retried(j) if j.attempts == 0));
+    assert!(matches!(
+        store.retry(id).await.unwrap(),
+        RetryOutcome::NotInError(Status::Placed)
+    ));
+    assert!(matches!(
+        store.retry(JobId::new()).await.unwrap(),
+        RetryOutcome::NotFound
+    ));
+    // max_attempts = 3: the third retryable failure ends in error.
+    for attempt in 1..=3 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let job = lease(&store, 1, 30_000).await.remove(0);
+        assert_eq!(job.attempt, attempt);
+        report(&store, &job, retry(None)).await;
+    }
+    let job = store.job(id).unwrap().unwrap();
+    assert_eq!(job.status, Status::Error);
+    assert_eq!(job.reason_code.as_deref(), Some("MAX_ATTEMPTS_EXCEEDED"));
+    close(store, writer).await;
+}
+
+pub async fn pruning_removes_finished_jobs_and_frees_their_uniqueids(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(engine, dir.path());
+    let done = create(&store, "done").await;
+    let open_job = create(&store, "open").await;
+    let job = lease(&store, 1, 30_000).await.remove(0);
+    assert_eq!(job.job_id, done);
+    report(&store, &job, created()).await;
+    assert_eq!(
+        store
+            .prune(ferry_shared::now_ms() - 60_000, 100)
+            .await
+            .unwrap(),
+        0,
+        "too recent"
+    );
+    assert_eq!(
+        store.prune(ferry_shared::now_ms() + 1, 100).await.unwrap(),
+        1
+    );
+    assert!(store.job(done).unwrap().is_none());
+    assert!(store.job_by_uniqueid("done").unwrap().is_none());
+    assert!(
+        store.job(open_job).unwrap().is_some(),
+        "open jobs are never pruned"
+    );
+    assert_eq!(store.count(Status::Created), 0);
+    assert!(matches!(
+        store.create(order("done")).await.unwrap(),
+        CreateOutcome::New(_)
+    ));
+    close(store, writer).await;
+}
+
+pub async fn a_full_queue_refuses_new_jobs(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = Store::open(
+        engine,
+        dir.path(),
+        Limits {
+            max_queue: 2,
+            ..limits()
+        },
+    )
+    .unwrap();
+    create(&store, "a").await;
+    create(&store, "b").await;
+    assert!(matches!(
+        store.create(order("c")).await.unwrap(),
+        CreateOutcome::QueueFull
+    ));
+    assert!(matches!(
+        store.create(order("a")).await.unwrap(),
+        CreateOutcome::Duplicate(_)
+    ));
+    close(store, writer).await;
+}
+
+pub async fn listing_pages_through_each_status_once(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(engine, dir.path());
+    for i in 0..7 {
+        create(&store, &format!("j{i}")).await;
+    }
+    lease(&store, 3, 30_000).await;
+    let mut after: Option<Cursor> = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = store
+            .list(&ListQuery {
+                statuses: vec![Status::Placed, Status::Processing],
+                after,
+                limit: 2,
+                needle: None,
+            })
+            .unwrap();
+        seen.extend(page.jobs.iter().map(|j| j.order.uniqueid.clone()));
+        match page.next_cursor {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, (0..7).map(|i| format!("j{i}")).collect::<Vec<_>>());
+    let found = store
+        .list(&ListQuery {
+            statuses: vec![Status::Placed],
+            after: None,
+            limit: 10,
+            needle: Some("j6".into()),
+        })
+        .unwrap();
+    assert_eq!(found.jobs.len(), 1);
+    close(store, writer).await;
+}
+
+pub async fn a_restart_recovers_jobs_counts_leases_and_worker_state(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(engine, dir.path());
+    for u in ["a", "b", "c", "d", "e"] {
+        create(&store, u).await;
+    }
+    let held = lease(&store, 2, 60_000).await;
+    report(&store, &held[0], created()).await;
+    store.set_worker_running(false).await.unwrap();
+    let counts = store.counts();
+    close(store, writer).await;
+
+    let (store, writer) = open(engine, dir.path());
+    assert_eq!(store.counts(), counts);
+    assert!(!store.worker_running());
+    let (extended, _) = store
+        .heartbeat("w".into(), vec![held[1].lease_id])
+        .await
+        .unwrap();
+    assert_eq!(
+        extended,
+        vec![held[1].lease_id],
+        "live leases survive a restart"
+    );
+    assert_eq!(report(&store, &held[1], created()).await, (true, None));
+    assert!(
+        lease(&store, 5, 30_000).await.is_empty(),
+        "a stopped worker gets nothing"
+    );
+    store.set_worker_running(true).await.unwrap();
+    assert_eq!(lease(&store, 5, 30_000).await.len(), 3);
+    close(store, writer).await;
+}
+
+macro_rules! conformance {
+    ($engine:ident, $($name:ident),* $(,)?) => {
+        #[allow(non_snake_case)]
+        mod $engine {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Engine::$engine).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! suite {
+    ($($engine:ident),*) => {$(
+        conformance!(
+            $engine,
+            jobs_are_leased_first_in_first_out_by_due_time,
+            the_same_uniqueid_is_one_job_across_restarts,
+            an_expired_lease_returns_the_job_and_fences_the_old_report,
+            heartbeats_extend_leases_and_name_lost_ones,
+            clear_moves_only_waiting_jobs_to_cleared,
+            a_failed_job_can_be_retried_and_attempts_are_bounded,
+            pruning_removes_finished_jobs_and_frees_their_uniqueids,
+            a_full_queue_refuses_new_jobs,
+            listing_pages_through_each_status_once,
+            a_restart_recovers_jobs_counts_leases_and_worker_state,
+        );
+    )*};
+}
+
+suite!(Sled, Redb);
