@@ -48,7 +48,7 @@ pub struct Cli {
     /// error, warn, info, debug or trace [default: info].
     #[arg(long)]
     log_level: Option<String>,
-    /// The storage engine: sled or redb [default: sled].
+    /// The storage engine: redb or sled [default: redb].
     #[arg(long, value_parser = ["sled", "redb"])]
     store: Option<String>,
 }

@@ -84,7 +84,7 @@ impl Engine {
     /// Where this engine keeps a tenant's data.
     pub fn dir(self, tenant_dir: &Path) -> std::path::PathBuf {
         match self {
-            Engine::Sled => tenant_dir.join("store"),
+            Engine::Sled => tenant_dir.join("store-sled"),
             Engine::Redb => tenant_dir.join("store-redb"),
         }
     }
