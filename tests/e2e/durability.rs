@@ -80,7 +80,8 @@ async fn with_redb_every_job_acknowledged_before_a_kill_9_is_there_after_restart
 
 #[tokio::test]
 async fn a_tenant_stays_with_the_engine_that_holds_its_data() {
-    let mut api = TestApi::with(ferry_tests::ApiOptions::default().env("FERRY_STORE", "sled")).await;
+    let mut api =
+        TestApi::with(ferry_tests::ApiOptions::default().env("FERRY_STORE", "sled")).await;
     api.create_ok(&order("kept")).await;
     api.kill9();
     let (status, out) = ferry_tests::run_to_end(

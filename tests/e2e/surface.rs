@@ -41,7 +41,10 @@ async fn alive_reports_tenant_worker_and_queue_counts() {
     api.lease("w-7", 1, 0, 30_000).await;
     assert_eq!(api.alive().await["worker"]["connected"], true);
     assert!(api.data.path().join("bennys-auto/api.log").exists());
-    assert!(api.data.path().join("bennys-auto/store-redb").is_dir(), "redb is the default");
+    assert!(
+        api.data.path().join("bennys-auto/store-redb").is_dir(),
+        "redb is the default"
+    );
 }
 
 #[tokio::test]
