@@ -48,6 +48,9 @@ pub struct Cli {
     /// error, warn, info, debug or trace [default: info].
     #[arg(long)]
     log_level: Option<String>,
+    /// text or json [default: text].
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     /// The storage engine: redb or sled [default: redb].
     #[arg(long, value_parser = ["sled", "redb"])]
     store: Option<String>,
@@ -76,6 +79,9 @@ impl Cli {
         }
         if let Some(l) = self.log_level {
             s.log_level = l;
+        }
+        if let Some(f) = self.log_format {
+            s.log_format = f;
         }
         if let Some(e) = self.store {
             s.store = e;

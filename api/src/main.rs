@@ -10,7 +10,7 @@ use ferry_api::telemetry;
 async fn main() -> anyhow::Result<()> {
     let settings = Cli::parse().settings().context("ferry-api cannot start")?;
     let log_file = settings.tenant_dir().join("api.log");
-    telemetry::init(&settings.log_level, &log_file)
+    telemetry::init(&settings.log_level, &settings.log_format, &log_file)
         .with_context(|| format!("cannot open the log file {}", log_file.display()))?;
     let app = Application::build(settings)
         .await

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 use crate::store::{Engine, Limits, Store, StoreError, WriterHandle};
-use crate::{auth, routes};
+use crate::{auth, routes, telemetry};
 
 /// How often expired leases are handed back.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -102,6 +102,7 @@ impl Application {
             App::new()
                 .app_data(app_state.clone())
                 .wrap(from_fn(auth::require_key))
+                .wrap(from_fn(telemetry::request_id))
                 .configure(routes::configure)
         })
         .workers(workers)
@@ -180,7 +181,10 @@ fn spawn_maintenance(state: web::Data<AppState>) {
             }
             match st.store.expire_leases().await {
                 Ok(0) => {}
-                Ok(n) => tracing::warn!(count = n, "leases expired; jobs handed back"),
+                Ok(n) => {
+                    st.metrics.expired(n);
+                    tracing::warn!(count = n, "leases expired; jobs handed back");
+                }
                 Err(e) => tracing::error!(error = ?e, "lease expiry failed"),
             }
         }

@@ -10,6 +10,7 @@ use ferry_shared::protocol::Directive;
 use ferry_shared::target::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 pub struct AppState {
@@ -18,6 +19,7 @@ pub struct AppState {
     /// What `GET /worker/config` hands the worker (secrets resolved), if a target is configured.
     pub worker_config: Option<WorkerConfig>,
     pub started: Instant,
+    pub metrics: Metrics,
     /// Set by `PUT /kill` or a signal: intake is refused and workers are told to exit.
     stopping: AtomicBool,
     /// Fired when the HTTP server should stop (after the worker has handed back its jobs).
@@ -38,6 +40,7 @@ impl AppState {
             settings,
             worker_config,
             started: Instant::now(),
+            metrics: Metrics::default(),
             stopping: AtomicBool::new(false),
             stop,
             workers_seen: Mutex::new(HashMap::new()),

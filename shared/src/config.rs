@@ -48,6 +48,8 @@ pub struct Settings {
     pub kill_grace_ms: u64,
     pub worker_seen_ms: u64,
     pub log_level: String,
+    /// `text` (for people) or `json` (one object a line, for collectors).
+    pub log_format: String,
     /// The storage engine: `sled` or `redb`.
     pub store: String,
     pub retry: RetryConfig,
@@ -136,6 +138,9 @@ impl Settings {
                 "retry.base_ms",
                 "must be at least 1 and no larger than retry.max_backoff_ms",
             );
+        }
+        if !["text", "json"].contains(&self.log_format.as_str()) {
+            return invalid("log_format", "must be text or json");
         }
         if !["sled", "redb"].contains(&self.store.as_str()) {
             return invalid("store", "must be sled or redb");

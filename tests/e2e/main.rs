@@ -9,6 +9,8 @@ mod delivery;
 mod durability;
 /// POST /create: validation, idempotency, the legacy client, limits.
 mod intake;
+/// Metrics, logs and request ids; secrets never shown.
+mod observability;
 /// The worker protocol drives a job through every state.
 mod protocol;
 /// GET /queue, PUT /clear_queue, start and stop of the worker.

@@ -44,9 +44,12 @@ impl Proc {
             if let Some(port) = log
                 .lines()
                 .find_map(|l| l.split(&needle).nth(1))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|addr| addr.rsplit(':').next())
-                .and_then(|p| p.parse().ok())
+                .and_then(|rest| rest.split(':').nth(1))
+                .and_then(|p| {
+                    // Plain or inside a JSON log line: the digits after the colon.
+                    let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+                    digits.parse().ok()
+                })
             {
                 return port;
             }

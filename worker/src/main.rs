@@ -37,6 +37,9 @@ struct Cli {
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// text (for people) or json (one object a line).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -44,11 +47,15 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let level: tracing_subscriber::filter::LevelFilter =
         cli.log_level.parse().context("--log-level")?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_max_level(level)
-        .init();
+        .with_max_level(level);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let token = std::env::var("FERRY_WORKER_TOKEN")
         .or_else(|_| std::env::var("FERRY_API_KEY"))
         .ok()

@@ -8,11 +8,15 @@ use ferry_shared::job::Status;
 use serde_json::json;
 
 use super::{ok, resource};
+use crate::error::ApiError;
+use crate::metrics::Snapshot;
 use crate::state::AppState;
+use crate::store::StoreError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/alive").route(web::get().to(alive)))
-        .service(resource("/kill").route(web::put().to(kill)));
+        .service(resource("/kill").route(web::put().to(kill)))
+        .service(resource("/metrics").route(web::get().to(metrics)));
 }
 
 pub fn counts_json(state: &AppState) -> serde_json::Value {
@@ -42,6 +46,25 @@ async fn alive(state: web::Data<AppState>) -> HttpResponse {
         "queue": counts_json(&state),
     });
     ok(StatusCode::OK, "alive", data)
+}
+
+/// Prometheus text: jobs by status, intake and delivery counters, latency, queue depth, the
+/// oldest waiting job, whether a worker is connected, target errors by reason code.
+async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let st = state.clone();
+    let oldest = web::block(move || st.store.oldest_waiting_ms())
+        .await
+        .map_err(|_| ApiError::Store(StoreError::Closed))??;
+    let snapshot = Snapshot {
+        tenant: state.settings.slug().as_str().to_string(),
+        counts: state.store.counts(),
+        oldest_waiting_s: oldest
+            .map(|created| (ferry_shared::now_ms() - created).max(0) as f64 / 1000.0),
+        worker_connected: state.worker_connected(),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(&snapshot)))
 }
 
 /// Answers first, then stops: intake is refused at once, a connected worker is told to exit and

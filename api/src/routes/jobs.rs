@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::{MAX_BODY, ok, resource};
 use crate::error::ApiError;
+use crate::metrics::Intake;
 use crate::state::AppState;
 use crate::store::record::Job;
 use crate::store::{CreateOutcome, RetryOutcome};
@@ -66,22 +67,30 @@ async fn create(
     let uniqueid = order.uniqueid.clone();
     match state.store.create(order).await? {
         CreateOutcome::New(job) => {
+            state.metrics.intake(Intake::Created);
             tracing::debug!(job_id = %job.id, %uniqueid, "job placed");
             Ok(ok(StatusCode::CREATED, "job placed", job.view()))
         }
-        CreateOutcome::Duplicate(job) => Ok(ok(
-            StatusCode::OK,
-            "already placed: this uniqueid is known with the same order",
-            job.view(),
-        )),
-        CreateOutcome::Conflict(job) => Err(ApiError::Conflict {
-            code: "UNIQUEID_CONFLICT",
-            detail: format!(
-                "uniqueid '{uniqueid}' is already used by job {} with a different order",
-                job.id
-            ),
-        }),
+        CreateOutcome::Duplicate(job) => {
+            state.metrics.intake(Intake::Duplicate);
+            Ok(ok(
+                StatusCode::OK,
+                "already placed: this uniqueid is known with the same order",
+                job.view(),
+            ))
+        }
+        CreateOutcome::Conflict(job) => {
+            state.metrics.intake(Intake::Conflict);
+            Err(ApiError::Conflict {
+                code: "UNIQUEID_CONFLICT",
+                detail: format!(
+                    "uniqueid '{uniqueid}' is already used by job {} with a different order",
+                    job.id
+                ),
+            })
+        }
         CreateOutcome::QueueFull => {
+            state.metrics.intake(Intake::Refused);
             tracing::warn!(
                 max_queue = state.settings.max_queue,
                 "intake refused: queue full"

@@ -86,6 +86,7 @@ async fn lease(
         {
             state.saw_worker(&req.worker_id);
             let n = jobs.len();
+            state.metrics.leased(n);
             return Ok(ok(
                 StatusCode::OK,
                 format!("{n} job(s) leased"),
@@ -115,7 +116,9 @@ async fn report(
     let req = body.into_inner();
     check_worker_id(&req.worker_id)?;
     state.saw_worker(&req.worker_id);
+    let items = req.results.clone();
     let results = state.store.report(req.worker_id, req.results).await?;
+    state.metrics.reported(&items, &results);
     let refused = results.iter().filter(|r| !r.accepted).count();
     Ok(ok(
         StatusCode::OK,

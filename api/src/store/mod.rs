@@ -318,6 +318,12 @@ impl Store {
         read::job_by_uniqueid(&*self.kv, uniqueid)
     }
 
+    /// When the oldest job waiting to be leased was created (among the first
+    /// [`read::OLDEST_SCAN`] due), if any waits.
+    pub fn oldest_waiting_ms(&self) -> Result<Option<i64>, StoreError> {
+        read::oldest_waiting_ms(&*self.kv)
+    }
+
     pub fn list(&self, query: &read::ListQuery) -> Result<read::Page, StoreError> {
         read::list(&*self.kv, query)
     }

@@ -28,6 +28,30 @@ pub fn job_by_uniqueid(kv: &dyn Kv, uniqueid: &str) -> Result<Option<Job>, Store
     }
 }
 
+/// Due jobs examined for the oldest waiting one: a retried job is due later than it was created,
+/// so the first due is not always the oldest; a bounded look is close enough for a gauge.
+pub const OLDEST_SCAN: usize = 1_000;
+
+pub fn oldest_waiting_ms(kv: &dyn Kv) -> Result<Option<i64>, StoreError> {
+    let prefix = keys::index_prefix(Status::Placed);
+    let mut ids = Vec::new();
+    kv.scan(&prefix, &keys::prefix_end(&prefix), &mut |k, _| {
+        ids.extend(keys::trailing_id(k));
+        if ids.len() >= OLDEST_SCAN {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    let mut oldest: Option<i64> = None;
+    for id in ids {
+        if let Some(j) = job(kv, id)? {
+            oldest = Some(oldest.map_or(j.created_ms, |o| o.min(j.created_ms)));
+        }
+    }
+    Ok(oldest)
+}
+
 /// Where a listing stopped: a status and the last index key it handed out. Opaque to clients:
 /// `<status>.<hex key>`.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,8 +3,8 @@
 //! `--cycles N`: each cycle runs concurrent intake and simulated workers (lease, random outcome,
 //! report) and `kill -9`s the api at a random moment, restarts it, and checks: the database
 //! opens; every job acknowledged with a 2xx exists; every accepted `created` report stuck; no job
-//! is in two states; the per-status counts equal the listing. At the end, with no worker, every
-//! job in flight must come back from its lease (no lease lost).
+//! is in two states; the per-status counts equal the listing; and, with no worker, every job in
+//! flight comes back from its lease (no lease lost).
 //!
 //! `--churn N`: N jobs through the queue (intake, delivery, pruning with zero retention), sampling
 //! the api's resident memory and disk size; fails on growth that does not level off, or when no

@@ -1,0 +1,225 @@
+//! Prometheus metrics for one tenant, kept in memory (counters start at zero with the process, as
+//! Prometheus expects) and rendered as text by `GET /metrics`. Every series carries the tenant.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferry_shared::job::Status;
+use ferry_shared::protocol::{Outcome, ReportAck, ReportItem};
+
+/// Upper bounds (seconds) of the delivery latency histogram's buckets.
+const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// How `POST /create` answered.
+#[derive(Debug, Clone, Copy)]
+pub enum Intake {
+    Created,
+    Duplicate,
+    Conflict,
+    Refused,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    intake: [AtomicU64; 4],
+    /// created, retry, failed
+    deliveries: [AtomicU64; 3],
+    leased: AtomicU64,
+    expired: AtomicU64,
+    latency_buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_ms: AtomicU64,
+    target_errors: Mutex<BTreeMap<String, u64>>,
+}
+
+/// What the renderer needs from the rest of the api at scrape time.
+pub struct Snapshot {
+    pub tenant: String,
+    pub counts: [u64; 5],
+    pub oldest_waiting_s: Option<f64>,
+    pub worker_connected: bool,
+}
+
+impl Metrics {
+    pub fn intake(&self, what: Intake) {
+        self.intake[what as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn leased(&self, n: usize) {
+        self.leased.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn expired(&self, n: u64) {
+        self.expired.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts the accepted results of a report.
+    pub fn reported(&self, items: &[ReportItem], acks: &[ReportAck]) {
+        for (item, ack) in items.iter().zip(acks) {
+            if !ack.accepted {
+                continue;
+            }
+            let (slot, reason) = match &item.outcome {
+                Outcome::Created { .. } => (0, None),
+                Outcome::Retry { reason_code, .. } => (1, Some(reason_code)),
+                Outcome::Failed { reason_code, .. } => (2, Some(reason_code)),
+            };
+            self.deliveries[slot].fetch_add(1, Ordering::Relaxed);
+            if let Some(code) = reason
+                && let Ok(mut errors) = self.target_errors.lock()
+            {
+                *errors.entry(code.clone()).or_default() += 1;
+            }
+            if let Some(ms) = item.detail.duration_ms {
+                let secs = ms as f64 / 1000.0;
+                for (bound, bucket) in BUCKETS.iter().zip(&self.latency_buckets) {
+                    if secs <= *bound {
+                        bucket.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                self.latency_count.fetch_add(1, Ordering::Relaxed);
+                self.latency_sum_ms.fetch_add(ms, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn render(&self, snap: &Snapshot) -> String {
+        let t = escape(&snap.tenant);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(4096);
+
+        header(
+            &mut out,
+            "ferry_jobs",
+            "gauge",
+            "Jobs in the store by status.",
+        );
+        for st in Status::ALL {
+            let labels = format!("tenant=\"{t}\",status=\"{}\"", st.as_str());
+            sample(&mut out, "ferry_jobs", &labels, snap.counts[st.index()]);
+        }
+        let tenant = format!("tenant=\"{t}\"");
+        let depth = snap.counts[Status::Placed.index()] + snap.counts[Status::Processing.index()];
+        let single: [(&str, &str, &str, String); 5] = [
+            (
+                "ferry_queue_depth",
+                "gauge",
+                "Jobs waiting or in flight.",
+                depth.to_string(),
+            ),
+            (
+                "ferry_oldest_waiting_seconds",
+                "gauge",
+                "Age of the oldest job waiting to be leased (0 when none waits).",
+                format!("{:.3}", snap.oldest_waiting_s.unwrap_or(0.0)),
+            ),
+            (
+                "ferry_worker_connected",
+                "gauge",
+                "1 when a worker was heard from recently.",
+                u8::from(snap.worker_connected).to_string(),
+            ),
+            (
+                "ferry_attempts_total",
+                "counter",
+                "Delivery attempts (jobs leased).",
+                load(&self.leased).to_string(),
+            ),
+            (
+                "ferry_retries_total",
+                "counter",
+                "Attempts to be tried again: retry outcomes and expired leases.",
+                (load(&self.deliveries[1]) + load(&self.expired)).to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in single {
+            header(&mut out, name, kind, help);
+            sample(&mut out, name, &tenant, value);
+        }
+
+        header(
+            &mut out,
+            "ferry_intake_total",
+            "counter",
+            "Answers to POST /create.",
+        );
+        for (i, result) in ["created", "duplicate", "conflict", "refused"]
+            .iter()
+            .enumerate()
+        {
+            let labels = format!("{tenant},result=\"{result}\"");
+            sample(
+                &mut out,
+                "ferry_intake_total",
+                &labels,
+                load(&self.intake[i]),
+            );
+        }
+        header(
+            &mut out,
+            "ferry_deliveries_total",
+            "counter",
+            "Reported delivery outcomes.",
+        );
+        for (i, outcome) in ["created", "retry", "failed"].iter().enumerate() {
+            let labels = format!("{tenant},outcome=\"{outcome}\"");
+            sample(
+                &mut out,
+                "ferry_deliveries_total",
+                &labels,
+                load(&self.deliveries[i]),
+            );
+        }
+        let name = "ferry_target_errors_total";
+        header(&mut out, name, "counter", "Target failures by reason code.");
+        if let Ok(errors) = self.target_errors.lock() {
+            for (code, n) in errors.iter() {
+                sample(
+                    &mut out,
+                    name,
+                    &format!("{tenant},reason_code=\"{}\"", escape(code)),
+                    n,
+                );
+            }
+        }
+        let name = "ferry_delivery_duration_seconds";
+        header(
+            &mut out,
+            name,
+            "histogram",
+            "Time one delivery attempt took at the target.",
+        );
+        let bucket = format!("{name}_bucket");
+        for (bound, n) in BUCKETS.iter().zip(&self.latency_buckets) {
+            sample(
+                &mut out,
+                &bucket,
+                &format!("{tenant},le=\"{bound}\""),
+                load(n),
+            );
+        }
+        let count = load(&self.latency_count);
+        sample(&mut out, &bucket, &format!("{tenant},le=\"+Inf\""), count);
+        let sum = format!("{:.3}", load(&self.latency_sum_ms) as f64 / 1000.0);
+        sample(&mut out, &format!("{name}_sum"), &tenant, sum);
+        sample(&mut out, &format!("{name}_count"), &tenant, count);
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{name}{{{labels}}} {value}");
+}
+
+/// A label value as Prometheus text wants it.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
