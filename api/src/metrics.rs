@@ -27,6 +27,8 @@ pub struct Metrics {
     /// created, retry, failed
     deliveries: [AtomicU64; 3],
     leased: AtomicU64,
+    /// When a delivery was last reported created (ms since the epoch; 0: never since start).
+    last_delivery_ms: AtomicU64,
     expired: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
@@ -45,6 +47,14 @@ pub struct Snapshot {
 impl Metrics {
     pub fn intake(&self, what: Intake) {
         self.intake[what as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// When a delivery was last reported created, since this process started.
+    pub fn last_delivery_ms(&self) -> Option<i64> {
+        match self.last_delivery_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(ms as i64),
+        }
     }
 
     pub fn leased(&self, n: usize) {
@@ -67,6 +77,10 @@ impl Metrics {
                 Outcome::Failed { reason_code, .. } => (2, Some(reason_code)),
             };
             self.deliveries[slot].fetch_add(1, Ordering::Relaxed);
+            if slot == 0 {
+                let now = ferry_shared::now_ms().max(0) as u64;
+                self.last_delivery_ms.fetch_max(now, Ordering::Relaxed);
+            }
             if let Some(code) = reason
                 && let Ok(mut errors) = self.target_errors.lock()
             {

@@ -7,6 +7,8 @@
 mod delivery;
 /// Restarts and kill -9 under load: nothing acknowledged is lost.
 mod durability;
+/// ferryctl runs a fleet of tenants.
+mod fleet;
 /// POST /create: validation, idempotency, the legacy client, limits.
 mod intake;
 /// Metrics, logs and request ids; secrets never shown.

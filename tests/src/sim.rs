@@ -77,6 +77,11 @@ impl TestSim {
     pub fn running(&mut self) -> bool {
         self.proc.running()
     }
+
+    /// The ERP goes down (SIGKILL).
+    pub fn stop(&mut self) {
+        self.proc.kill9();
+    }
 }
 
 pub struct TestWorker {

@@ -30,6 +30,13 @@ pub fn counts_json(state: &AppState) -> serde_json::Value {
 
 async fn alive(state: web::Data<AppState>) -> HttpResponse {
     let running = state.store.worker_running();
+    let st = state.clone();
+    let oldest = web::block(move || st.store.oldest_waiting_ms())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    let now = ferry_shared::now_ms();
     let data = json!({
         "tenant": state.settings.workshop,
         "slug": state.settings.slug().as_str(),
@@ -44,6 +51,8 @@ async fn alive(state: web::Data<AppState>) -> HttpResponse {
             "last_seen_ms_ago": state.last_worker_contact().map(|d| d.as_millis() as u64),
         },
         "queue": counts_json(&state),
+        "oldest_waiting_s": oldest.map(|created| (now - created).max(0) / 1000),
+        "last_delivery_at": state.metrics.last_delivery_ms().map(ferry_shared::rfc3339),
     });
     ok(StatusCode::OK, "alive", data)
 }

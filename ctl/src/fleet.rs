@@ -1,0 +1,359 @@
+//! `ferryctl fleet up|down|status TENANTS.toml`: one api+worker pair per active tenant.
+//!
+//! ```toml
+//! data_dir = "./data"   # the tenants' stores (default ./data)
+//! run_dir = "./run"     # generated configs, pid files, process output (default ./run)
+//!
+//! [[tenant]]
+//! name = "Bennys Auto"
+//! port = 8001
+//! active = true         # default true
+//! # api_key = "..."     # optional; also the worker's token
+//! [tenant.target]
+//! kind = "erp_rest"
+//! base_url = "http://127.0.0.1:8090"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ferry_shared::config::TenantSlug;
+use serde::Deserialize;
+
+use crate::client::Api;
+use crate::table;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default = "default_run_dir")]
+    pub run_dir: PathBuf,
+    #[serde(rename = "tenant", default)]
+    pub tenants: Vec<Tenant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    pub name: String,
+    pub port: u16,
+    #[serde(default = "yes")]
+    pub active: bool,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub target: Option<toml::Table>,
+}
+
+fn default_data_dir() -> PathBuf {
+    "./data".into()
+}
+fn default_run_dir() -> PathBuf {
+    "./run".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl Fleet {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let fleet: Fleet = toml::from_str(&text)
+            .with_context(|| format!("{} is not a tenants file", path.display()))?;
+        let mut ports = std::collections::HashSet::new();
+        for t in &fleet.tenants {
+            anyhow::ensure!(
+                ports.insert(t.port),
+                "port {} is used by two tenants",
+                t.port
+            );
+        }
+        Ok(fleet)
+    }
+}
+
+impl Tenant {
+    fn slug(&self) -> String {
+        TenantSlug::from_name(&self.name).as_str().to_string()
+    }
+
+    fn api(&self) -> Api {
+        Api::new(
+            &format!("http://127.0.0.1:{}", self.port),
+            self.api_key.clone(),
+        )
+    }
+}
+
+/// The directory the ferry binaries are in: `--bin-dir`, or beside ferryctl.
+pub fn bin_dir(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| ".".into())
+    })
+}
+
+fn pid_file(fleet: &Fleet, tenant: &Tenant, what: &str) -> PathBuf {
+    fleet.run_dir.join(format!("{}.{what}.pid", tenant.slug()))
+}
+
+/// Whether `pid` is a live process (a zombie is not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|rest| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn spawn(bin: &Path, args: &[String], env: &[(&str, &str)], out: &Path) -> anyhow::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::File::create(out)?;
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: a Ctrl-C meant for a later ferryctl does not reach the fleet.
+        .process_group(0);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    Ok(child.id())
+}
+
+pub async fn up(fleet: &Fleet, bins: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&fleet.run_dir)?;
+    let active: Vec<&Tenant> = fleet.tenants.iter().filter(|t| t.active).collect();
+    println!("starting {} active tenant(s)", active.len());
+    let mut failed = 0;
+    for (i, t) in active.iter().enumerate() {
+        print!(
+            "  [{}/{}] {} on :{} ... ",
+            i + 1,
+            active.len(),
+            t.name,
+            t.port
+        );
+        match start(fleet, t, bins).await {
+            Ok(note) => println!("{note}"),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED: {e:#}");
+            }
+        }
+    }
+    println!();
+    status(fleet).await?;
+    anyhow::ensure!(failed == 0, "{failed} tenant(s) did not start");
+    Ok(())
+}
+
+async fn start(fleet: &Fleet, t: &Tenant, bins: &Path) -> anyhow::Result<String> {
+    let api = t.api();
+    if api.get("/alive").await.is_ok() {
+        return Ok("already up".into());
+    }
+    let slug = t.slug();
+    let mut config = toml::Table::new();
+    config.insert("workshop".into(), t.name.clone().into());
+    config.insert("port".into(), i64::from(t.port).into());
+    config.insert(
+        "data_dir".into(),
+        fleet.data_dir.display().to_string().into(),
+    );
+    if let Some(key) = &t.api_key {
+        config.insert("api_key".into(), key.clone().into());
+    }
+    if let Some(target) = &t.target {
+        config.insert("target".into(), target.clone().into());
+    }
+    let config_path = fleet.run_dir.join(format!("{slug}.toml"));
+    std::fs::write(&config_path, config.to_string())?;
+    let api_pid = spawn(
+        &bins.join("ferry-api"),
+        &["--config".into(), config_path.display().to_string()],
+        &[],
+        &fleet.run_dir.join(format!("{slug}.api.out")),
+    )?;
+    std::fs::write(pid_file(fleet, t, "api"), api_pid.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.get("/alive").await.is_err() {
+        anyhow::ensure!(
+            alive(api_pid),
+            "ferry-api exited; see {}",
+            fleet.run_dir.join(format!("{slug}.api.out")).display()
+        );
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "ferry-api did not answer in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = t.api_key.clone().unwrap_or_default();
+    let worker_pid = spawn(
+        &bins.join("ferry-worker"),
+        &["--api".into(), api.base.clone()],
+        &[("FERRY_WORKER_TOKEN", token.as_str())],
+        &fleet.run_dir.join(format!("{slug}.worker.out")),
+    )?;
+    std::fs::write(pid_file(fleet, t, "worker"), worker_pid.to_string())?;
+    Ok(format!("up (api pid {api_pid}, worker pid {worker_pid})"))
+}
+
+pub async fn down(fleet: &Fleet) -> anyhow::Result<()> {
+    println!("stopping {} tenant(s)", fleet.tenants.len());
+    let mut stuck = 0;
+    for (i, t) in fleet.tenants.iter().enumerate() {
+        print!("  [{}/{}] {} ... ", i + 1, fleet.tenants.len(), t.name);
+        let pids: Vec<u32> = ["api", "worker"]
+            .iter()
+            .filter_map(|w| read_pid(&pid_file(fleet, t, w)))
+            .filter(|p| alive(*p))
+            .collect();
+        let killed = t.api().put("/kill").await.is_ok();
+        if !killed && pids.is_empty() {
+            println!("not running");
+            continue;
+        }
+        // The worker finishes what it holds and reports; the api then flushes and exits.
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if pids.iter().any(|p| alive(*p)) {
+            stuck += 1;
+            println!("still running after 40 s (pids {pids:?})");
+        } else {
+            for w in ["api", "worker"] {
+                let _ = std::fs::remove_file(pid_file(fleet, t, w));
+            }
+            println!("stopped");
+        }
+    }
+    anyhow::ensure!(stuck == 0, "{stuck} tenant(s) did not stop");
+    Ok(())
+}
+
+pub async fn status(fleet: &Fleet) -> anyhow::Result<()> {
+    let header = [
+        "TENANT",
+        "PORT",
+        "API",
+        "WORKER",
+        "QUEUE",
+        "ERROR",
+        "OLDEST WAITING",
+        "LAST DELIVERY",
+    ];
+    let now = ferry_shared::now_ms();
+    let mut rows = Vec::new();
+    for t in &fleet.tenants {
+        let mut row = vec![t.name.clone(), t.port.to_string()];
+        if !t.active {
+            row.extend(["inactive".into()]);
+            rows.push(row);
+            continue;
+        }
+        match t.api().get("/alive").await {
+            Err(_) => row.push("down".into()),
+            Ok(a) => {
+                let q = &a["queue"];
+                let n = |k: &str| q[k].as_u64().unwrap_or(0);
+                let worker = match (
+                    a["worker"]["desired"].as_str(),
+                    a["worker"]["connected"] == true,
+                ) {
+                    (Some("running"), true) => "running",
+                    (Some("running"), false) => "disconnected",
+                    _ => "stopped",
+                };
+                let oldest = a["oldest_waiting_s"]
+                    .as_i64()
+                    .map_or("-".into(), table::human_secs);
+                let last = a["last_delivery_at"]
+                    .as_str()
+                    .and_then(|s| chrono_ms(s))
+                    .map_or("-".into(), |ms| {
+                        format!("{} ago", table::human_secs((now - ms) / 1000))
+                    });
+                row.extend([
+                    "up".into(),
+                    worker.into(),
+                    (n("placed") + n("processing")).to_string(),
+                    n("error").to_string(),
+                    oldest,
+                    last,
+                ]);
+            }
+        }
+        rows.push(row);
+    }
+    println!("{}", table::render(&header, &rows));
+    Ok(())
+}
+
+/// Milliseconds of an RFC 3339 time as the api writes it.
+fn chrono_ms(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_times_parse_to_milliseconds() {
+        assert_eq!(chrono_ms("1970-01-01T00:00:01.500Z"), Some(1_500));
+        assert_eq!(
+            chrono_ms("2026-11-23T18:05:06.745Z"),
+            Some(1_795_457_106_745)
+        );
+    }
+
+    #[test]
+    fn a_tenants_file_parses_and_refuses_shared_ports() {
+        let dir = std::env::temp_dir().join(format!("ferryctl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tenants.toml");
+        std::fs::write(
+            &file,
+            "[[tenant]]\nname = \"A\"\nport = 8001\n[tenant.target]\nkind = \"erp_rest\"\nbase_url = \"http://x\"\n[[tenant]]\nname = \"B\"\nport = 8002\nactive = false\n",
+        )
+        .unwrap();
+        let fleet = Fleet::load(&file).unwrap();
+        assert_eq!(fleet.tenants.len(), 2);
+        assert!(fleet.tenants[0].active && !fleet.tenants[1].active);
+        std::fs::write(
+            &file,
+            "[[tenant]]\nname = \"A\"\nport = 1\n[[tenant]]\nname = \"B\"\nport = 1\n",
+        )
+        .unwrap();
+        assert!(
+            Fleet::load(&file)
+                .unwrap_err()
+                .to_string()
+                .contains("port 1")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

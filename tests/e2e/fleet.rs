@@ -1,0 +1,175 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferry_tests::{TestSim, eventually, order, run_to_end};
+use serde_json::{Value, json};
+
+/// Kills whatever the fleet left running (its processes are detached on purpose), by pid.
+struct FleetGuard(PathBuf);
+
+impl Drop for FleetGuard {
+    fn drop(&mut self) {
+        for pid in pids(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+fn pids(run_dir: &Path) -> Vec<u32> {
+    std::fs::read_dir(run_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ferryctl(args: &[&str]) -> String {
+    let (status, out) = run_to_end("ferryctl", args, &[]);
+    assert!(status.success(), "ferryctl {args:?} failed:\n{out}");
+    out
+}
+
+/// The status table's row for `name`, split into cells (every cell is one word but the last).
+fn row(table: &str, name: &str) -> Vec<String> {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row for {name}:\n{table}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+async fn alive(http: &reqwest::Client, port: u16) -> Value {
+    let body: Value = http
+        .get(format!("http://127.0.0.1:{port}/alive"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["data"].clone()
+}
+
+#[tokio::test]
+async fn a_fleet_delivers_while_one_erp_is_down_shows_it_and_stops_losing_nothing() {
+    let mut sims = [TestSim::start(), TestSim::start(), TestSim::start()];
+    let names = ["Alpha", "Bravo", "Charlie"];
+    let ports = [free_port(), free_port(), free_port()];
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let _guard = FleetGuard(run_dir.clone());
+    let mut file = format!(
+        "data_dir = \"{}\"\nrun_dir = \"{}\"\n",
+        dir.path().join("data").display(),
+        run_dir.display()
+    );
+    for i in 0..3 {
+        file += &format!(
+            "[[tenant]]\nname = \"{}\"\nport = {}\n[tenant.target]\nkind = \"erp_rest\"\nbase_url = \"{}\"\n",
+            names[i],
+            ports[i],
+            sims[i].base()
+        );
+    }
+    file += &format!(
+        "[[tenant]]\nname = \"Delta\"\nport = {}\nactive = false\n",
+        free_port()
+    );
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(&tenants, file).unwrap();
+    let tenants = tenants.to_str().unwrap();
+
+    let out = ferryctl(&["fleet", "up", tenants]);
+    assert!(out.contains("[3/3] Charlie"), "progress per tenant:\n{out}");
+    assert_eq!(
+        pids(&run_dir).len(),
+        6,
+        "an api and a worker per active tenant"
+    );
+
+    sims[2].stop();
+    // No idle pool: the fleet is stopped and started again on the same ports.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    for (i, name) in names.iter().enumerate() {
+        for n in 0..5 {
+            let mut o = order(&format!("{name}-{n}"));
+            o["workshop"] = json!(name);
+            let resp = http
+                .post(format!("http://127.0.0.1:{}/create", ports[i]))
+                .json(&o)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 201);
+        }
+    }
+    eventually(
+        "Alpha and Bravo to deliver",
+        Duration::from_secs(30),
+        || async {
+            let a = alive(&http, ports[0]).await;
+            let b = alive(&http, ports[1]).await;
+            (a["queue"]["created"] == 5 && b["queue"]["created"] == 5).then_some(())
+        },
+    )
+    .await;
+    let charlie = alive(&http, ports[2]).await;
+    assert_eq!(charlie["queue"]["created"], 0, "its ERP is down");
+    assert_eq!(sims[0].lines().await["count"], 5);
+
+    let table = ferryctl(&["fleet", "status", tenants]);
+    let alpha = row(&table, "Alpha");
+    assert_eq!(&alpha[2..6], ["up", "running", "0", "0"], "{table}");
+    assert!(table.lines().next().unwrap().contains("LAST DELIVERY"));
+    assert!(alpha.last().unwrap() == "ago", "Alpha delivered: {table}");
+    let charlie = row(&table, "Charlie");
+    assert_eq!(&charlie[2..5], ["up", "running", "5"], "{table}");
+    assert_eq!(
+        charlie.last().unwrap(),
+        "-",
+        "Charlie never delivered: {table}"
+    );
+    assert_eq!(row(&table, "Delta")[2], "inactive");
+
+    let before = pids(&run_dir);
+    let out = ferryctl(&["fleet", "down", tenants]);
+    assert_eq!(out.matches("stopped").count(), 3, "{out}");
+    assert!(
+        before.iter().all(|p| gone(*p)),
+        "every process of the fleet exited"
+    );
+
+    ferryctl(&["fleet", "up", tenants]);
+    let charlie = alive(&http, ports[2]).await;
+    let waiting = charlie["queue"]["placed"].as_u64().unwrap()
+        + charlie["queue"]["processing"].as_u64().unwrap();
+    assert_eq!(waiting, 5, "Charlie's jobs survived the stop: {charlie}");
+    assert_eq!(alive(&http, ports[0]).await["queue"]["created"], 5);
+    ferryctl(&["fleet", "down", tenants]);
+}
