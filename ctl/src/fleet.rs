@@ -290,7 +290,7 @@ pub async fn status(fleet: &Fleet) -> anyhow::Result<()> {
                     .map_or("-".into(), table::human_secs);
                 let last = a["last_delivery_at"]
                     .as_str()
-                    .and_then(|s| chrono_ms(s))
+                    .and_then(chrono_ms)
                     .map_or("-".into(), |ms| {
                         format!("{} ago", table::human_secs((now - ms) / 1000))
                     });

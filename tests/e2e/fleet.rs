@@ -115,7 +115,10 @@ async fn a_fleet_delivers_while_one_erp_is_down_shows_it_and_stops_losing_nothin
 
     sims[2].stop();
     // No idle pool: the fleet is stopped and started again on the same ports.
-    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     for (i, name) in names.iter().enumerate() {
         for n in 0..5 {
             let mut o = order(&format!("{name}-{n}"));
