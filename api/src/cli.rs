@@ -54,11 +54,15 @@ pub struct Cli {
     /// The storage engine: redb or sled [default: redb].
     #[arg(long, value_parser = ["sled", "redb"])]
     store: Option<String>,
+    /// Check the settings (and the target's secrets) and exit, without opening the store.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 impl Cli {
     /// The settings this command line asks for, validated.
     pub fn settings(self) -> Result<Settings, ConfigError> {
+        let check = self.check_config;
         let mut s = Settings::load(self.config.as_deref(), std::env::vars())?;
         let port = one_of("port", self.port, self.legacy_port)?;
         let workshop = one_of("workshop", self.workshop, self.legacy_workshop)?;
@@ -87,6 +91,14 @@ impl Cli {
             s.store = e;
         }
         s.validate()?;
+        if check && let Some(target) = &s.target {
+            target
+                .resolve(|var| std::env::var(var).ok())
+                .map_err(|problem| ConfigError::Invalid {
+                    key: "target",
+                    problem,
+                })?;
+        }
         Ok(s)
     }
 }

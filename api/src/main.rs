@@ -8,7 +8,24 @@ use ferry_api::telemetry;
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = Cli::parse().settings().context("ferry-api cannot start")?;
+    let cli = Cli::parse();
+    let check_only = cli.check_config;
+    let settings = cli.settings().context("ferry-api cannot start")?;
+    if check_only {
+        println!(
+            "config ok: tenant '{}' on {}:{}, store {}, target {}",
+            settings.workshop,
+            settings.bind,
+            settings.port,
+            settings.store,
+            if settings.target.is_some() {
+                "configured"
+            } else {
+                "none"
+            }
+        );
+        return Ok(());
+    }
     let log_file = settings.tenant_dir().join("api.log");
     telemetry::init(&settings.log_level, &settings.log_format, &log_file)
         .with_context(|| format!("cannot open the log file {}", log_file.display()))?;

@@ -155,6 +155,19 @@ fn help_answers_and_bad_settings_are_named() {
     let (status, out) = run_to_end("ferry-api", &["--config", cfg.to_str().unwrap()], &[]);
     assert!(!status.success());
     assert!(out.contains("max_qeue"), "{out}");
+
+    let target = "workshop = \"X\"\n[target]\nkind = \"erp_rest\"\nbase_url = \"https://erp\"\nauth = { kind = \"bearer\", token_env = \"ERP_TOKEN\" }\n";
+    std::fs::write(&cfg, target).unwrap();
+    let args = ["--config", cfg.to_str().unwrap(), "--check-config"];
+    let (status, out) = run_to_end("ferry-api", &args, &[]);
+    assert!(!status.success());
+    assert!(
+        out.contains("ERP_TOKEN"),
+        "a missing secret is named: {out}"
+    );
+    let (status, out) = run_to_end("ferry-api", &args, &[("ERP_TOKEN", "t")]);
+    assert!(status.success(), "{out}");
+    assert!(out.contains("config ok"), "{out}");
 }
 
 #[tokio::test]
