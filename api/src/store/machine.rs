@@ -26,6 +26,7 @@ use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome, ReportAck, Repor
 use ferry_shared::retry::{Decision, decide};
 use ferry_shared::rfc3339;
 
+use super::read::Get;
 use super::record::{self, Event, Job, Lease, Order, StoredMeta};
 use super::{Batch, CreateOutcome, Kv, Limits, RetryOutcome, StoreError, keys, read};
 
@@ -225,28 +226,8 @@ impl Machine {
         }
     }
 
-    /// Reads through this group's writes to the engine.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.overlay.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => self.kv.get(key),
-        }
-    }
-
     fn load(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        self.get(&keys::job(id))?
-            .map(|b| record::decode_job(&b))
-            .transpose()
-    }
-
-    fn load_by_uniqueid(&self, uniqueid: &str) -> Result<Option<Job>, StoreError> {
-        match self.get(&keys::unique(uniqueid))? {
-            Some(id) => match <[u8; 16]>::try_from(id.as_slice()) {
-                Ok(bytes) => self.load(JobId::from_bytes(bytes)),
-                Err(_) => Ok(None),
-            },
-            None => Ok(None),
-        }
+        read::job(self, id)
     }
 
     fn create(
@@ -255,7 +236,7 @@ impl Machine {
         order: OrderLine,
         now: i64,
     ) -> Result<CreateOutcome, StoreError> {
-        if let Some(existing) = self.load_by_uniqueid(&order.uniqueid)? {
+        if let Some(existing) = read::job_by_uniqueid(self, &order.uniqueid)? {
             return Ok(if existing.order.same_as(&order) {
                 CreateOutcome::Duplicate(existing)
             } else {
@@ -649,6 +630,16 @@ impl Machine {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
         (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The writer reads through this group's writes to the engine.
+impl read::Get for Machine {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.kv.get(key),
+        }
     }
 }
 

@@ -12,16 +12,30 @@ use super::{Kv, StoreError, keys};
 /// over a large queue costs a bounded amount per request.
 pub const SCAN_BUDGET: usize = 5_000;
 
-pub fn job(kv: &dyn Kv, id: JobId) -> Result<Option<Job>, StoreError> {
-    kv.get(&keys::job(id))?
+/// Reads a key: the engine's committed state, or the writer's view through its overlay.
+pub trait Get {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+impl Get for dyn Kv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Kv::get(self, key)
+    }
+}
+
+pub fn job(from: &(impl Get + ?Sized), id: JobId) -> Result<Option<Job>, StoreError> {
+    from.get(&keys::job(id))?
         .map(|b| record::decode_job(&b))
         .transpose()
 }
 
-pub fn job_by_uniqueid(kv: &dyn Kv, uniqueid: &str) -> Result<Option<Job>, StoreError> {
-    match kv.get(&keys::unique(uniqueid))? {
+pub fn job_by_uniqueid(
+    from: &(impl Get + ?Sized),
+    uniqueid: &str,
+) -> Result<Option<Job>, StoreError> {
+    match from.get(&keys::unique(uniqueid))? {
         Some(id) => match <[u8; 16]>::try_from(id.as_slice()) {
-            Ok(bytes) => job(kv, JobId::from_bytes(bytes)),
+            Ok(bytes) => job(from, JobId::from_bytes(bytes)),
             Err(_) => Ok(None),
         },
         None => Ok(None),
