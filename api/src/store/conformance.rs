@@ -10,6 +10,7 @@ use ferry_shared::config::RetryConfig;
 use ferry_shared::job::{JobId, OrderLine, Status};
 use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome, ReportItem};
 
+use super::machine::{Command, Machine, Reply};
 use super::read::{Cursor, ListQuery};
 use super::{CreateOutcome, Engine, Limits, RetryOutcome, Store, WriterHandle};
 
@@ -245,6 +246,55 @@ pub async fn a_failed_job_can_be_retried_and_attempts_are_bounded(engine: Engine
     close(store, writer).await;
 }
 
+pub async fn an_operator_retry_restarts_the_age_limit(engine: Engine) {
+    // Driven through the state machine with explicit times: hours pass in an instant.
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Machine::recover(engine.open(dir.path()).unwrap(), limits()).unwrap();
+    let hour = 3_600_000;
+    let t0 = ferry_shared::now_ms();
+    let mut step = |cmd: Command, now: i64| {
+        let reply = m.apply(cmd, now).unwrap();
+        m.write_group().unwrap();
+        reply
+    };
+    let leased = |reply: Reply| match reply {
+        Reply::Leased { mut jobs, .. } => jobs.remove(0),
+        _ => panic!("not a lease"),
+    };
+    let fail = |job: &LeasedJob| Command::Report {
+        worker_id: "w".into(),
+        items: vec![ReportItem {
+            job_id: job.job_id,
+            lease_id: job.lease_id,
+            outcome: retry(None),
+            detail: AttemptDetail::default(),
+        }],
+    };
+    let status_after = |reply: Reply| match reply {
+        Reply::Reported(mut acks) => acks.remove(0).status,
+        _ => panic!("not a report"),
+    };
+    let lease_cmd = || Command::Lease {
+        worker_id: "w".into(),
+        max: 1,
+        lease_ms: 30_000,
+    };
+    step(Command::Create(order("old")), t0);
+    let job = leased(step(lease_cmd(), t0));
+    // 49 hours later the first failure is past max_age_hours (48): error.
+    assert_eq!(
+        status_after(step(fail(&job), t0 + 49 * hour)),
+        Some(Status::Error)
+    );
+    // An operator puts it back; its next failure is retried, not given up.
+    step(Command::Retry(job.job_id), t0 + 50 * hour);
+    let job = leased(step(lease_cmd(), t0 + 50 * hour));
+    assert_eq!(
+        status_after(step(fail(&job), t0 + 50 * hour + 1_000)),
+        Some(Status::Placed)
+    );
+}
+
 pub async fn pruning_removes_finished_jobs_and_frees_their_uniqueids(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let (store, writer) = open(engine, dir.path());
@@ -399,6 +449,7 @@ macro_rules! suite {
             heartbeats_extend_leases_and_name_lost_ones,
             clear_moves_only_waiting_jobs_to_cleared,
             a_failed_job_can_be_retried_and_attempts_are_bounded,
+            an_operator_retry_restarts_the_age_limit,
             pruning_removes_finished_jobs_and_frees_their_uniqueids,
             a_full_queue_refuses_new_jobs,
             listing_pages_through_each_status_once,

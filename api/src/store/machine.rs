@@ -263,6 +263,7 @@ impl Machine {
             finished_ms: None,
             log: Vec::new(),
             log_elided: 0,
+            retried_ms: None,
         };
         tx.batch
             .put(keys::unique(&order.uniqueid), job.id.as_bytes().to_vec());
@@ -464,7 +465,7 @@ impl Machine {
         after_ms: Option<u64>,
         mut note: Note,
     ) -> Job {
-        let age = (now - job.created_ms).max(0) as u64;
+        let age = (now - job.retried_ms.unwrap_or(job.created_ms)).max(0) as u64;
         let unit = self.next_unit();
         match decide(&self.limits.retry, job.attempts, age, unit, after_ms) {
             Decision::RetryIn(ms) => {
@@ -587,6 +588,7 @@ impl Machine {
             j.due_ms = Some(now);
             j.reason_code = None;
             j.reason_text = None;
+            j.retried_ms = Some(now);
         });
         Ok(RetryOutcome::Retried(job))
     }

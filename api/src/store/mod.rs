@@ -81,6 +81,14 @@ impl Engine {
         }
     }
 
+    /// Opens this engine's database in `dir`.
+    pub fn open(self, dir: &Path) -> Result<Arc<dyn Kv>, StoreError> {
+        Ok(match self {
+            Engine::Sled => Arc::new(sled_engine::SledKv::open(dir)?),
+            Engine::Redb => Arc::new(redb_engine::RedbKv::open(dir)?),
+        })
+    }
+
     /// Where this engine keeps a tenant's data.
     pub fn dir(self, tenant_dir: &Path) -> std::path::PathBuf {
         match self {
@@ -192,11 +200,7 @@ impl Store {
                 dir: other.display().to_string(),
             });
         }
-        let kv: Arc<dyn Kv> = match engine {
-            Engine::Sled => Arc::new(sled_engine::SledKv::open(&mine)?),
-            Engine::Redb => Arc::new(redb_engine::RedbKv::open(&mine)?),
-        };
-        Self::start(kv, limits)
+        Self::start(engine.open(&mine)?, limits)
     }
 
     pub fn start(kv: Arc<dyn Kv>, limits: Limits) -> Result<(Store, WriterHandle), StoreError> {

@@ -74,6 +74,10 @@ pub struct Job {
     /// Events dropped from the middle of `log` by the cap.
     #[serde(default)]
     pub log_elided: u32,
+    /// When an operator last put the job back from `error`: the retry policy's age counts from
+    /// here, or a job retried after `max_age_hours` would give up at its first failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_ms: Option<i64>,
 }
 
 /// Events a job keeps; a job retried by hand for weeks must not grow without bound.
