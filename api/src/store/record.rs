@@ -4,7 +4,7 @@
 
 use ferry_shared::job::{EventView, JobId, JobKind, JobView, LeaseId, OrderLine, Status};
 use ferry_shared::protocol::DeliveryOrder;
-use ferry_shared::{Secret, rfc3339};
+use ferry_shared::rfc3339;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
@@ -143,18 +143,6 @@ impl Order {
     /// Whether a repeated `POST /create` carries the same order (then it is a harmless replay).
     pub fn same_as(&self, o: &OrderLine) -> bool {
         *self == Order::from(o)
-    }
-
-    pub fn to_line(&self) -> OrderLine {
-        OrderLine {
-            uniqueid: self.uniqueid.clone(),
-            workshop: self.workshop.clone(),
-            worksheet: self.worksheet.clone(),
-            product_nr: self.product_nr.clone(),
-            amount: self.amount,
-            username: self.username.clone(),
-            password: self.password.clone().map(Secret::new),
-        }
     }
 
     pub fn for_delivery(&self) -> DeliveryOrder {
