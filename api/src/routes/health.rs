@@ -84,6 +84,11 @@ async fn kill(state: web::Data<AppState>) -> HttpResponse {
     let grace = Duration::from_millis(state.settings.kill_grace_ms);
     let st = state.clone();
     actix_web::rt::spawn(async move {
+        // A lease already past its directive check may still be granting jobs: after this,
+        // none is, and the processing count includes whatever it granted.
+        if let Err(e) = st.store.stop_leasing().await {
+            tracing::error!(error = ?e, "could not stop leasing");
+        }
         let started = Instant::now();
         while started.elapsed() < grace
             && st.store.count(Status::Processing) > 0

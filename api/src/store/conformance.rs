@@ -391,6 +391,27 @@ pub async fn listing_pages_through_each_status_once(engine: Engine) {
     close(store, writer).await;
 }
 
+pub async fn nothing_is_leased_after_leasing_stops(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(engine, dir.path());
+    create(&store, "a").await;
+    let held = lease(&store, 1, 30_000).await;
+    create(&store, "b").await;
+    store.stop_leasing().await.unwrap();
+    assert_eq!(
+        store.count(Status::Processing),
+        1,
+        "earlier leases are counted"
+    );
+    assert!(lease(&store, 5, 30_000).await.is_empty());
+    assert_eq!(
+        report(&store, &held[0], created()).await,
+        (true, None),
+        "reports still land"
+    );
+    close(store, writer).await;
+}
+
 pub async fn a_restart_recovers_jobs_counts_leases_and_worker_state(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let (store, writer) = open(engine, dir.path());
@@ -454,6 +475,7 @@ macro_rules! suite {
             a_full_queue_refuses_new_jobs,
             listing_pages_through_each_status_once,
             a_restart_recovers_jobs_counts_leases_and_worker_state,
+            nothing_is_leased_after_leasing_stops,
         );
     )*};
 }

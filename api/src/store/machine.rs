@@ -55,6 +55,9 @@ pub enum Command {
     Clear,
     Retry(JobId),
     SetWorker(bool),
+    /// Lease nothing more (the api is stopping). Every lease before it is counted when it is
+    /// answered, so whoever waits for in-flight jobs sees them all.
+    StopLeasing,
     Prune {
         before_ms: i64,
         limit: usize,
@@ -110,6 +113,7 @@ pub struct Machine {
     /// Which job each live lease belongs to (heartbeats name only the lease).
     leases: HashMap<LeaseId, JobId>,
     worker_running: bool,
+    stopping: bool,
     rng: u64,
     /// This group's writes, not yet applied to the engine (`None` deletes).
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
@@ -148,6 +152,7 @@ impl Machine {
             counts,
             leases,
             worker_running,
+            stopping: false,
             rng: seed,
             overlay: HashMap::new(),
             woke: worker_running,
@@ -210,6 +215,10 @@ impl Machine {
             }
             Command::Prune { before_ms, limit } => {
                 Reply::Count(self.prune(&mut tx, before_ms, limit)?)
+            }
+            Command::StopLeasing => {
+                self.stopping = true;
+                Reply::Done
             }
             Command::Close => Reply::Done,
         };
@@ -321,7 +330,7 @@ impl Machine {
         lease_ms: u64,
         now: i64,
     ) -> Result<Reply, StoreError> {
-        if !self.worker_running {
+        if !self.worker_running || self.stopping {
             return Ok(Reply::Leased {
                 jobs: Vec::new(),
                 next_due_ms: None,

@@ -306,6 +306,11 @@ impl Store {
         }
     }
 
+    /// Leases nothing from now on; when this returns, every lease granted before is counted.
+    pub async fn stop_leasing(&self) -> Result<(), StoreError> {
+        self.call(Command::StopLeasing).await.map(|_| ())
+    }
+
     /// Asks the writer to flush and stop; later commands answer `Closed`.
     pub async fn close(&self) -> Result<(), StoreError> {
         match self.call(Command::Close).await {
