@@ -37,6 +37,7 @@ pub struct LeaseRequest {
     #[serde(default = "default_max")]
     pub max: u32,
     /// Long-poll: wait up to this long for work when none is ready (woken at once by new work).
+    /// The api waits at most half of `lease_ms`.
     #[serde(default)]
     pub wait_ms: u64,
     #[serde(default = "default_lease_ms")]

@@ -209,9 +209,9 @@ async fn a_worker_killed_mid_delivery_leaves_exactly_one_line_after_the_job_is_l
     sim.fault(serde_json::json!({"count": 1, "delay_ms": 1_500}))
         .await;
     let api = api_for(&sim).await;
-    // The poll is shorter than the lease, as with the defaults (5 s and 30 s): a killed worker's
-    // parked long-poll must end before its lease expires, or it would take the job once more.
-    let mut first = worker(&api, &["--lease-ms", "2000", "--poll-ms", "500"]);
+    // A poll longer than the lease: the api waits at most half a lease, so the killed worker's
+    // parked long-poll ends before its lease expires and cannot take the job once more.
+    let mut first = worker(&api, &["--lease-ms", "2000", "--poll-ms", "5000"]);
     let id = api.create_ok(&order("orphan")).await["id"]
         .as_str()
         .unwrap()

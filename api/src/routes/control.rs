@@ -95,6 +95,7 @@ async fn queue(
             .q
             .map(|q| q.trim().to_lowercase())
             .filter(|q| !q.is_empty()),
+        budget: crate::store::read::SCAN_BUDGET,
     };
     let st = state.clone();
     let page = web::block(move || st.store.list(&query))

@@ -64,7 +64,10 @@ async fn lease(
         ));
     }
     state.saw_worker(&req.worker_id);
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms);
+    // At most half a lease: a worker heartbeats every third of one, so if it dies while this poll
+    // is parked, the poll ends before the leases it held expire, and cannot take those jobs.
+    let wait_ms = req.wait_ms.min(req.lease_ms / 2);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     loop {
         // Registered before looking, so work placed in between still wakes us.
         let notified = state.store.work_notify().notified();

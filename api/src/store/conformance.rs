@@ -369,6 +369,7 @@ pub async fn listing_pages_through_each_status_once(engine: Engine) {
                 after,
                 limit: 2,
                 needle: None,
+                budget: super::read::SCAN_BUDGET,
             })
             .unwrap();
         seen.extend(page.jobs.iter().map(|j| j.order.uniqueid.clone()));
@@ -385,9 +386,36 @@ pub async fn listing_pages_through_each_status_once(engine: Engine) {
             after: None,
             limit: 10,
             needle: Some("j6".into()),
+            budget: super::read::SCAN_BUDGET,
         })
         .unwrap();
     assert_eq!(found.jobs.len(), 1);
+
+    // A search that spends its budget before filling a page answers with a cursor; following
+    // the cursors finds every match exactly once.
+    let mut after: Option<Cursor> = None;
+    let (mut found, mut pages) = (Vec::new(), 0);
+    loop {
+        let page = store
+            .list(&ListQuery {
+                statuses: vec![Status::Placed, Status::Processing],
+                after,
+                limit: 10,
+                needle: Some("j".into()),
+                budget: 3,
+            })
+            .unwrap();
+        pages += 1;
+        assert!(page.jobs.len() <= 3);
+        found.extend(page.jobs.iter().map(|j| j.order.uniqueid.clone()));
+        match page.next_cursor {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    found.sort();
+    assert_eq!(found, (0..7).map(|i| format!("j{i}")).collect::<Vec<_>>());
+    assert!(pages >= 3, "the budget cut the scan into pages");
     close(store, writer).await;
 }
 

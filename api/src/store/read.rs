@@ -108,6 +108,8 @@ pub struct ListQuery {
     pub limit: usize,
     /// Lower-case text to find in the job's searchable fields.
     pub needle: Option<String>,
+    /// Index entries to examine before answering with a cursor ([`SCAN_BUDGET`]).
+    pub budget: usize,
 }
 
 #[derive(Debug)]
@@ -153,7 +155,7 @@ pub fn list(kv: &dyn Kv, q: &ListQuery) -> Result<Page, StoreError> {
             if found.len() > q.limit {
                 return ControlFlow::Break(());
             }
-            if scanned >= SCAN_BUDGET {
+            if scanned >= q.budget {
                 stopped_at = Some(Cursor {
                     status: st,
                     key: k.to_vec(),
