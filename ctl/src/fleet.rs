@@ -104,6 +104,19 @@ fn pid_file(fleet: &Fleet, tenant: &Tenant, what: &str) -> PathBuf {
     fleet.run_dir.join(format!("{}.{what}.pid", tenant.slug()))
 }
 
+/// Writes a file only its owner can read: a tenant's config may hold its API key.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
 /// Whether `pid` is a live process (a zombie is not).
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -186,7 +199,7 @@ async fn start(fleet: &Fleet, t: &Tenant, bins: &Path) -> anyhow::Result<String>
         config.insert("target".into(), target.clone().into());
     }
     let config_path = fleet.run_dir.join(format!("{slug}.toml"));
-    std::fs::write(&config_path, config.to_string())?;
+    write_private(&config_path, &config.to_string())?;
     let api_pid = spawn(
         &bins.join("ferry-api"),
         &["--config".into(), config_path.display().to_string()],
@@ -320,6 +333,18 @@ fn chrono_ms(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_configs_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ferryctl-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.toml");
+        write_private(&path, "api_key = \"s\"\n").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn api_times_parse_to_milliseconds() {
