@@ -7,7 +7,9 @@ use crate::job::{JobId, JobKind, LeaseId, Status};
 
 pub const DEFAULT_LEASE_MAX: u32 = 32;
 pub const MAX_LEASE_MAX: u32 = 512;
-pub const DEFAULT_LEASE_MS: u64 = 30_000;
+/// A killed worker's jobs come back within this, the api's 1 s expiry tick and the first retry
+/// backoff (up to 1 s): under 30 s.
+pub const DEFAULT_LEASE_MS: u64 = 25_000;
 pub const MIN_LEASE_MS: u64 = 1_000;
 pub const MAX_LEASE_MS: u64 = 600_000;
 pub const MAX_WAIT_MS: u64 = 60_000;

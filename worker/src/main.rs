@@ -26,7 +26,7 @@ struct Cli {
     #[arg(long)]
     worker_id: Option<String>,
     /// How long a lease lasts without a heartbeat; a killed worker's jobs return after it.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = ferry_shared::protocol::DEFAULT_LEASE_MS)]
     lease_ms: u64,
     /// How long one lease call waits for work.
     #[arg(long, default_value_t = 5_000)]
