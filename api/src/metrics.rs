@@ -36,6 +36,13 @@ pub struct Metrics {
     target_errors: Mutex<BTreeMap<String, u64>>,
 }
 
+/// One report item as the metrics count it: outcome (created, retry, failed), reason, duration.
+pub struct Reported {
+    slot: usize,
+    reason: Option<String>,
+    duration_ms: Option<u64>,
+}
+
 /// What the renderer needs from the rest of the api at scrape time.
 pub struct Snapshot {
     pub tenant: String,
@@ -65,17 +72,36 @@ impl Metrics {
         self.expired.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// What the metrics need of a report's items, taken before the items go to the store.
+    pub fn summarize(items: &[ReportItem]) -> Vec<Reported> {
+        items
+            .iter()
+            .map(|item| {
+                let (slot, reason) = match &item.outcome {
+                    Outcome::Created { .. } => (0, None),
+                    Outcome::Retry { reason_code, .. } => (1, Some(reason_code.clone())),
+                    Outcome::Failed { reason_code, .. } => (2, Some(reason_code.clone())),
+                };
+                Reported {
+                    slot,
+                    reason,
+                    duration_ms: item.detail.duration_ms,
+                }
+            })
+            .collect()
+    }
+
     /// Counts the accepted results of a report.
-    pub fn reported(&self, items: &[ReportItem], acks: &[ReportAck]) {
-        for (item, ack) in items.iter().zip(acks) {
+    pub fn reported(&self, summary: Vec<Reported>, acks: &[ReportAck]) {
+        for (item, ack) in summary.into_iter().zip(acks) {
             if !ack.accepted {
                 continue;
             }
-            let (slot, reason) = match &item.outcome {
-                Outcome::Created { .. } => (0, None),
-                Outcome::Retry { reason_code, .. } => (1, Some(reason_code)),
-                Outcome::Failed { reason_code, .. } => (2, Some(reason_code)),
-            };
+            let Reported {
+                slot,
+                reason,
+                duration_ms,
+            } = item;
             self.deliveries[slot].fetch_add(1, Ordering::Relaxed);
             if slot == 0 {
                 let now = ferry_shared::now_ms().max(0) as u64;
@@ -84,9 +110,9 @@ impl Metrics {
             if let Some(code) = reason
                 && let Ok(mut errors) = self.target_errors.lock()
             {
-                *errors.entry(code.clone()).or_default() += 1;
+                *errors.entry(code).or_default() += 1;
             }
-            if let Some(ms) = item.detail.duration_ms {
+            if let Some(ms) = duration_ms {
                 let secs = ms as f64 / 1000.0;
                 for (bound, bucket) in BUCKETS.iter().zip(&self.latency_buckets) {
                     if secs <= *bound {

@@ -12,6 +12,7 @@ use ferry_shared::protocol::{
 
 use super::{ok, resource};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -119,9 +120,9 @@ async fn report(
     let req = body.into_inner();
     check_worker_id(&req.worker_id)?;
     state.saw_worker(&req.worker_id);
-    let items = req.results.clone();
+    let summary = Metrics::summarize(&req.results);
     let results = state.store.report(req.worker_id, req.results).await?;
-    state.metrics.reported(&items, &results);
+    state.metrics.reported(summary, &results);
     let refused = results.iter().filter(|r| !r.accepted).count();
     Ok(ok(
         StatusCode::OK,
