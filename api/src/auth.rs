@@ -1,4 +1,4 @@
-//! API-key checks. `/alive` and `/metrics` are open; `/worker/*` takes the worker token (by default the API key);
+//! API-key checks. `/alive`, `/metrics`, `/openapi.json` and `/docs` are open; `/worker/*` takes the worker token (by default the API key);
 //! everything else takes the API key, from `x-api-key` or `Authorization: Bearer`, compared in
 //! constant time. With no key configured the api listens on loopback only (see `startup`).
 
@@ -16,7 +16,7 @@ pub async fn require_key(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let path = req.path();
     let required = match req.app_data::<web::Data<AppState>>() {
-        Some(_) if path == "/alive" || path == "/metrics" => None,
+        Some(_) if is_open(path) => None,
         Some(state) if path.starts_with("/worker/") => state.settings.worker_secret().cloned(),
         Some(state) => state.settings.api_key.clone(),
         None => None,
@@ -28,6 +28,11 @@ pub async fn require_key(
         }
     }
     next.call(req).await
+}
+
+/// Health, metrics and the API's own description need no key: they hold no tenant data.
+fn is_open(path: &str) -> bool {
+    matches!(path, "/alive" | "/metrics" | "/openapi.json" | "/docs") || path.starts_with("/docs/")
 }
 
 fn presented_key(req: &ServiceRequest) -> Option<&str> {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use ferry_shared::envelope::{Envelope, ErrorBody};
+use ferry_shared::envelope::{ErrorBody, ErrorCode, Failure};
 
 use crate::store::StoreError;
 
@@ -18,19 +18,19 @@ pub enum ApiError {
     #[error("the request has invalid fields")]
     Validation(BTreeMap<String, String>),
     #[error("{detail}")]
-    BadRequest { code: &'static str, detail: String },
+    BadRequest { code: ErrorCode, detail: String },
     #[error("{detail}")]
-    NotFound { code: &'static str, detail: String },
+    NotFound { code: ErrorCode, detail: String },
     #[error("{detail}")]
-    Conflict { code: &'static str, detail: String },
+    Conflict { code: ErrorCode, detail: String },
     #[error("a valid API key is required (x-api-key or Authorization: Bearer)")]
     Unauthorized,
     #[error("the body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
     UnsupportedMediaType(String),
-    #[error("this route does not accept that method")]
-    MethodNotAllowed,
+    #[error("this route takes only {0}")]
+    MethodNotAllowed(actix_web::http::Method),
     #[error("the queue is full; try again later")]
     QueueFull,
     #[error("the api is shutting down")]
@@ -46,25 +46,25 @@ impl ApiError {
 
     pub fn job_not_found(what: impl std::fmt::Display) -> Self {
         ApiError::NotFound {
-            code: "JOB_NOT_FOUND",
+            code: ErrorCode::JobNotFound,
             detail: format!("no job {what}"),
         }
     }
 
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Validation(_) => "VALIDATION_FAILED",
+            ApiError::Validation(_) => ErrorCode::ValidationFailed,
             ApiError::BadRequest { code, .. }
             | ApiError::NotFound { code, .. }
-            | ApiError::Conflict { code, .. } => code,
-            ApiError::Unauthorized => "UNAUTHORIZED",
-            ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
-            ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
-            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            ApiError::QueueFull => "QUEUE_FULL",
-            ApiError::ShuttingDown => "SHUTTING_DOWN",
-            ApiError::Store(StoreError::Failed | StoreError::Closed) => "STORE_UNAVAILABLE",
-            ApiError::Store(_) => "INTERNAL",
+            | ApiError::Conflict { code, .. } => *code,
+            ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ApiError::QueueFull => ErrorCode::QueueFull,
+            ApiError::ShuttingDown => ErrorCode::ShuttingDown,
+            ApiError::Store(StoreError::Failed | StoreError::Closed) => ErrorCode::StoreUnavailable,
+            ApiError::Store(_) => ErrorCode::Internal,
         }
     }
 }
@@ -78,7 +78,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::QueueFull | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(StoreError::Failed | StoreError::Closed) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -110,15 +110,20 @@ impl ResponseError for ApiError {
             ApiError::Store(_) => status.canonical_reason().unwrap_or("error").to_lowercase(),
             other => other.to_string(),
         };
-        let body = Envelope::fail(
+        let body = Failure::new(
             message,
             ErrorBody {
-                code: self.code().to_string(),
+                code: self.code().as_str().to_string(),
                 detail,
                 fields,
             },
         );
         let mut resp = HttpResponse::build(status).json(body);
+        if let ApiError::MethodNotAllowed(allowed) = self
+            && let Ok(v) = HeaderValue::from_str(allowed.as_str())
+        {
+            resp.headers_mut().insert(header::ALLOW, v);
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(
                 header::RETRY_AFTER,

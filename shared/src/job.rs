@@ -1,11 +1,14 @@
 //! The job: its identity, its states and what people and workers are shown of it.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::Secret;
 
 /// A job's public id: a UUID v7, so ids sort by creation time (the queue listing relies on it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(transparent)]
 pub struct JobId(uuid::Uuid);
 
@@ -37,7 +40,7 @@ impl std::fmt::Display for JobId {
 }
 
 /// A lease's id: fences reports, so a worker whose lease expired cannot overwrite a newer attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(transparent)]
 pub struct LeaseId(pub uuid::Uuid);
 
@@ -54,7 +57,7 @@ impl Default for LeaseId {
 }
 
 /// The statuses upstream systems already know, plus `cleared` for jobs an operator removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Placed,
@@ -98,7 +101,8 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a job asks the target to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     OrderLine,
@@ -121,8 +125,9 @@ pub struct OrderLine {
 }
 
 /// One transition in a job's history, as `GET /jobs/{id}/log` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EventView {
+    #[schema(format = DateTime)]
     pub at: String,
     pub from: Option<Status>,
     pub to: Status,
@@ -139,7 +144,7 @@ pub struct EventView {
 }
 
 /// A job as people and upstream systems see it: never a password.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
     pub id: JobId,
     pub kind: JobKind,
@@ -152,9 +157,12 @@ pub struct JobView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     pub attempts: u32,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub next_attempt_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason_code: Option<String>,
@@ -162,4 +170,27 @@ pub struct JobView {
     pub reason_text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_ref: Option<String>,
+}
+
+/// How many jobs are in each status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Counts {
+    pub placed: u64,
+    pub processing: u64,
+    pub created: u64,
+    pub error: u64,
+    pub cleared: u64,
+}
+
+impl Counts {
+    /// From counters indexed by [`Status::index`].
+    pub fn from_indexed(c: [u64; 5]) -> Self {
+        Self {
+            placed: c[Status::Placed.index()],
+            processing: c[Status::Processing.index()],
+            created: c[Status::Created.index()],
+            error: c[Status::Error.index()],
+            cleared: c[Status::Cleared.index()],
+        }
+    }
 }

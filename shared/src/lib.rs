@@ -4,12 +4,14 @@
 //! Both binaries speak these types, so they live here; this crate depends on neither actix-web,
 //! sled nor reqwest (an Architecture Invariant), which keeps it cheap to build and easy to test.
 
+pub mod answer;
 pub mod config;
 pub mod envelope;
 pub mod job;
 pub mod protocol;
 pub mod retry;
 pub mod secret;
+pub mod strict;
 pub mod target;
 pub mod validate;
 

@@ -2,6 +2,9 @@
 //! spoken over loopback HTTP between ferry-worker and its ferry-api.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::strict;
 
 use crate::job::{JobId, JobKind, LeaseId, Status};
 
@@ -15,7 +18,7 @@ pub const MAX_LEASE_MS: u64 = 600_000;
 pub const MAX_WAIT_MS: u64 = 60_000;
 
 /// What the api tells a worker to do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Directive {
     /// Lease and deliver.
@@ -33,22 +36,29 @@ fn default_lease_ms() -> u64 {
     DEFAULT_LEASE_MS
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LeaseRequest {
+    /// Names the worker in job logs and fences its reports: 1 to 128 characters.
+    #[schema(min_length = 1, max_length = 128)]
     pub worker_id: String,
+    /// The most jobs to lease at once.
     #[serde(default = "default_max")]
+    #[schema(default = 32, minimum = 1, maximum = 512)]
     pub max: u32,
     /// Long-poll: wait up to this long for work when none is ready (woken at once by new work).
     /// The api waits at most half of `lease_ms`.
     #[serde(default)]
+    #[schema(default = 0, minimum = 0, maximum = 60000)]
     pub wait_ms: u64,
+    /// How long the worker holds each job before it goes back to the queue; heartbeats extend it.
     #[serde(default = "default_lease_ms")]
+    #[schema(default = 25000, minimum = 1000, maximum = 600000)]
     pub lease_ms: u64,
 }
 
 /// The order as the worker needs it to deliver: unlike [`crate::job::JobView`], it carries the
 /// job's ERP password, since only the worker may use it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DeliveryOrder {
     pub uniqueid: String,
     pub workshop: String,
@@ -61,10 +71,11 @@ pub struct DeliveryOrder {
     pub password: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LeasedJob {
     pub job_id: JobId,
     pub lease_id: LeaseId,
+    #[schema(format = DateTime)]
     pub lease_expires_at: String,
     /// 1 on the first delivery attempt.
     pub attempt: u32,
@@ -72,14 +83,14 @@ pub struct LeasedJob {
     pub order: DeliveryOrder,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LeaseResponse {
     pub jobs: Vec<LeasedJob>,
     pub directive: Directive,
 }
 
 /// How one delivery attempt ended, as the connector's `classify` decided.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     Created {
@@ -98,7 +109,7 @@ pub enum Outcome {
 }
 
 /// What the attempt looked like on the wire, for the job log.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AttemptDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
@@ -108,22 +119,25 @@ pub struct AttemptDetail {
     pub excerpt: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReportItem {
     pub job_id: JobId,
     pub lease_id: LeaseId,
+    #[serde(deserialize_with = "strict::object")]
     pub outcome: Outcome,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::object")]
     pub detail: AttemptDetail,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReportRequest {
+    #[schema(min_length = 1, max_length = 128)]
     pub worker_id: String,
+    #[serde(deserialize_with = "strict::objects")]
     pub results: Vec<ReportItem>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ReportAck {
     pub job_id: JobId,
     pub accepted: bool,
@@ -135,23 +149,46 @@ pub struct ReportAck {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReportResponse {
     pub results: Vec<ReportAck>,
     pub directive: Directive,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatRequest {
+    #[schema(min_length = 1, max_length = 128)]
     pub worker_id: String,
     #[serde(default)]
     pub lease_ids: Vec<LeaseId>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatResponse {
     pub extended: Vec<LeaseId>,
     /// Leases this worker no longer holds (expired and handed back): stop reporting on them.
     pub lost: Vec<LeaseId>,
     pub directive: Directive,
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    /// The document states the bounds as literals (utoipa takes no constants there): they must be
+    /// the bounds the api enforces.
+    #[test]
+    fn the_documented_lease_bounds_are_the_enforced_ones() {
+        let doc = serde_json::to_value(LeaseRequest::schema()).unwrap();
+        let p = &doc["properties"];
+        assert_eq!(p["max"]["minimum"], 1);
+        assert_eq!(p["max"]["maximum"], MAX_LEASE_MAX);
+        assert_eq!(p["max"]["default"], DEFAULT_LEASE_MAX);
+        assert_eq!(p["wait_ms"]["maximum"], MAX_WAIT_MS);
+        assert_eq!(p["lease_ms"]["minimum"], MIN_LEASE_MS);
+        assert_eq!(p["lease_ms"]["maximum"], MAX_LEASE_MS);
+        assert_eq!(p["lease_ms"]["default"], DEFAULT_LEASE_MS);
+    }
 }

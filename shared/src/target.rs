@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::Secret;
 
@@ -91,13 +92,13 @@ fn default_timeout_ms() -> u64 {
 
 /// The target as the worker receives it: secrets resolved and in the clear (the worker protocol
 /// is token-protected; `Debug` still hides them).
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Target {
     ErpRest(ErpRest),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErpRest {
     pub base_url: String,
     pub method: String,
@@ -110,7 +111,7 @@ pub struct ErpRest {
     pub timeout_ms: u64,
 }
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Auth {
     None,
@@ -139,7 +140,7 @@ impl std::fmt::Debug for Target {
 }
 
 /// What `GET /worker/config` answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WorkerConfig {
     pub tenant: String,
     pub target: Target,

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 
 use crate::Secret;
 use crate::config::TenantSlug;
@@ -25,14 +27,38 @@ pub enum CreateError {
     Fields(BTreeMap<String, String>),
 }
 
-/// Canonical name first, then the names the legacy client uses.
-const UNIQUEID: &[&str] = &["uniqueid", "unique_id"];
-const WORKSHOP: &[&str] = &["workshop", "dealer"];
-const WORKSHEET: &[&str] = &["worksheet", "case_nr", "case_id"];
-const PRODUCT_NR: &[&str] = &["product_nr"];
+/// A text field: canonical name first, then the names the legacy client uses, and its largest
+/// length in characters.
+struct Text {
+    names: &'static [&'static str],
+    max_chars: usize,
+}
+
+const UNIQUEID: Text = Text {
+    names: &["uniqueid", "unique_id"],
+    max_chars: 128,
+};
+const WORKSHOP: Text = Text {
+    names: &["workshop", "dealer"],
+    max_chars: 200,
+};
+const WORKSHEET: Text = Text {
+    names: &["worksheet", "case_nr", "case_id"],
+    max_chars: 64,
+};
+const PRODUCT_NR: Text = Text {
+    names: &["product_nr"],
+    max_chars: 64,
+};
+const USERNAME: Text = Text {
+    names: &["username"],
+    max_chars: 256,
+};
+const PASSWORD: Text = Text {
+    names: &["password"],
+    max_chars: 256,
+};
 const AMOUNT: &[&str] = &["amount", "product_amount"];
-const USERNAME: &[&str] = &["username"];
-const PASSWORD: &[&str] = &["password"];
 
 /// Turns a request body into an order line for the instance serving `this_workshop`.
 pub fn parse_create(body: &[u8], this_workshop: &str) -> Result<OrderLine, CreateError> {
@@ -57,19 +83,19 @@ pub fn parse_create(body: &[u8], this_workshop: &str) -> Result<OrderLine, Creat
 
 fn parse_fields(obj: &Map<String, Value>, this_workshop: &str) -> Result<OrderLine, CreateError> {
     let mut errors = BTreeMap::new();
-    let uniqueid = required_text(obj, UNIQUEID, 128, &mut errors);
-    let workshop = required_text(obj, WORKSHOP, 200, &mut errors);
-    let worksheet = required_text(obj, WORKSHEET, 64, &mut errors);
-    let product_nr = required_text(obj, PRODUCT_NR, 64, &mut errors);
+    let uniqueid = required_text(obj, &UNIQUEID, &mut errors);
+    let workshop = required_text(obj, &WORKSHOP, &mut errors);
+    let worksheet = required_text(obj, &WORKSHEET, &mut errors);
+    let product_nr = required_text(obj, &PRODUCT_NR, &mut errors);
     let amount = amount(obj, &mut errors);
-    let username = optional_text(obj, USERNAME, 256, &mut errors);
-    let password = optional_text(obj, PASSWORD, 256, &mut errors);
+    let username = optional_text(obj, &USERNAME, &mut errors);
+    let password = optional_text(obj, &PASSWORD, &mut errors);
 
     if let Some(w) = &workshop
         && TenantSlug::from_name(w) != TenantSlug::from_name(this_workshop)
     {
         errors.insert(
-            WORKSHOP[0].to_string(),
+            WORKSHOP.names[0].to_string(),
             format!("this is the api of workshop '{this_workshop}', not '{w}'"),
         );
     }
@@ -101,25 +127,25 @@ fn lookup<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Option<&'a Value> 
 
 fn text(
     obj: &Map<String, Value>,
-    names: &[&str],
-    max_chars: usize,
+    spec: &Text,
     errors: &mut BTreeMap<String, String>,
 ) -> Option<Option<String>> {
-    let field = names[0];
-    let s = match lookup(obj, names) {
+    let field = spec.names[0];
+    let s = match lookup(obj, spec.names) {
         None => return Some(None),
-        Some(Value::String(s)) => s.trim().to_string(),
+        Some(Value::String(s)) => s.as_str(),
         // The legacy client sends case numbers and product numbers as JSON numbers.
-        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Number(n)) => return Some(Some(n.to_string())),
         Some(_) => {
             errors.insert(field.into(), "must be a string".into());
             return None;
         }
     };
-    if s.chars().count() > max_chars {
+    // Counted as sent, before trimming: the limit the OpenAPI document states.
+    if s.chars().count() > spec.max_chars {
         errors.insert(
             field.into(),
-            format!("must be at most {max_chars} characters"),
+            format!("must be at most {} characters", spec.max_chars),
         );
         return None;
     }
@@ -127,19 +153,18 @@ fn text(
         errors.insert(field.into(), "must not contain control characters".into());
         return None;
     }
-    Some(Some(s))
+    Some(Some(s.trim().to_string()))
 }
 
 fn required_text(
     obj: &Map<String, Value>,
-    names: &[&str],
-    max_chars: usize,
+    spec: &Text,
     errors: &mut BTreeMap<String, String>,
 ) -> Option<String> {
-    match text(obj, names, max_chars, errors)? {
+    match text(obj, spec, errors)? {
         Some(s) if !s.is_empty() => Some(s),
         _ => {
-            errors.insert(names[0].into(), "is required".into());
+            errors.insert(spec.names[0].into(), "is required".into());
             None
         }
     }
@@ -147,13 +172,10 @@ fn required_text(
 
 fn optional_text(
     obj: &Map<String, Value>,
-    names: &[&str],
-    max_chars: usize,
+    spec: &Text,
     errors: &mut BTreeMap<String, String>,
 ) -> Option<String> {
-    text(obj, names, max_chars, errors)
-        .flatten()
-        .filter(|s| !s.is_empty())
+    text(obj, spec, errors).flatten().filter(|s| !s.is_empty())
 }
 
 fn amount(obj: &Map<String, Value>, errors: &mut BTreeMap<String, String>) -> Option<f64> {
@@ -165,7 +187,7 @@ fn amount(obj: &Map<String, Value>, errors: &mut BTreeMap<String, String>) -> Op
         }
         Some(Value::Number(n)) => n.as_f64(),
         // Dispensers report "5" or "5,5" as often as 5.5.
-        Some(Value::String(s)) => s.trim().replace(',', ".").parse::<f64>().ok(),
+        Some(Value::String(s)) => decimal_text(s),
         Some(_) => None,
     };
     match parsed {
@@ -181,6 +203,130 @@ fn amount(obj: &Map<String, Value>, errors: &mut BTreeMap<String, String>) -> Op
             errors.insert(field.into(), "must be a number".into());
             None
         }
+    }
+}
+
+/// The OpenAPI description of what [`parse_create`] accepts, built from the limits it checks.
+/// The legacy names and the JSON-string form are accepted too, as the description says.
+#[derive(Debug)]
+pub struct CreateRequest;
+
+/// A decimal number as dispensers write it: digits with at most one decimal point or comma, an
+/// optional `+`, spaces around. No exponent, no `inf`: nothing a person would type on a pump.
+fn decimal_text(s: &str) -> Option<f64> {
+    let t = s.trim();
+    let t = t.strip_prefix('+').unwrap_or(t);
+    let separators = t.chars().filter(|c| matches!(c, '.' | ',')).count();
+    if separators > 1
+        || !t
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | ','))
+    {
+        return None;
+    }
+    t.replace(',', ".").parse().ok()
+}
+
+/// No control characters (Rust's `char::is_control`), and for required fields, not only spaces.
+const NO_CONTROL: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$";
+const NOT_BLANK_NO_CONTROL: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$";
+/// Amounts sent as text that [`decimal_text`] takes and that are over 0 and under 100000.
+const AMOUNT_TEXT: &str = "^\\s*[+]?0*([1-9][0-9]{0,4}([.,][0-9]*)?|[.,]0*[1-9][0-9]*)\\s*$";
+
+impl CreateRequest {
+    /// A JSON Schema pattern for the `workshop` values the api of `workshop` takes: those with
+    /// the same [`TenantSlug`] (ASCII letters and digits ignoring case; any run of other
+    /// characters, but no control character, between them and around them).
+    pub fn workshop_pattern(workshop: &str) -> String {
+        const OTHER: &str = "[^a-zA-Z0-9\\u0000-\\u001F\\u007F-\\u009F]";
+        let mut pattern = format!("^{OTHER}*");
+        for c in TenantSlug::from_name(workshop).as_str().chars() {
+            match c {
+                '-' => pattern.push_str(&format!("{OTHER}+")),
+                c if c.is_ascii_alphabetic() => {
+                    pattern.push_str(&format!("[{c}{}]", c.to_ascii_uppercase()));
+                }
+                c => pattern.push(c),
+            }
+        }
+        pattern.push_str(&format!("{OTHER}*$"));
+        pattern
+    }
+}
+
+impl utoipa::ToSchema for CreateRequest {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "CreateRequest".into()
+    }
+}
+
+impl utoipa::PartialSchema for CreateRequest {
+    fn schema() -> RefOr<Schema> {
+        let text = |spec: &Text, required: bool, about: &str| {
+            let aliases = &spec.names[1..];
+            let also = if aliases.is_empty() {
+                String::new()
+            } else {
+                format!(" Also accepted as `{}`.", aliases.join("`, `"))
+            };
+            let mut types = vec![Type::String, Type::Number];
+            if !required {
+                // `null` is taken as absent.
+                types.push(Type::Null);
+            }
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Array(types))
+                .max_length(Some(spec.max_chars))
+                .pattern(Some(if required {
+                    NOT_BLANK_NO_CONTROL
+                } else {
+                    NO_CONTROL
+                }))
+                .description(Some(format!(
+                    "{about} At most {} characters; numbers are taken as their text.{also}",
+                    spec.max_chars
+                )))
+        };
+        ObjectBuilder::new()
+            .description(Some(
+                "One OilMat pumping. Fields are trimmed; unknown fields are ignored. The body may \
+                 also be a JSON string holding this object, as the deployed client sends it.",
+            ))
+            .property(
+                "uniqueid",
+                text(&UNIQUEID, true, "The pumping's id: a second order with the same id is the same job."),
+            )
+            .property(
+                "workshop",
+                text(&WORKSHOP, true, "This api's workshop (compared ignoring case and punctuation)."),
+            )
+            .property("worksheet", text(&WORKSHEET, true, "The worksheet (case) in the ERP."))
+            .property("product_nr", text(&PRODUCT_NR, true, "The ERP's product number."))
+            .property(
+                "amount",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Array(vec![Type::Number, Type::String]))
+                    .exclusive_minimum(Some(0))
+                    .maximum(Some(MAX_AMOUNT))
+                    .pattern(Some(AMOUNT_TEXT))
+                    .description(Some(format!(
+                        "How much was pumped: more than 0, at most {MAX_AMOUNT}. A string may use a \
+                         decimal comma. Also accepted as `{}`.",
+                        AMOUNT[1]
+                    ))),
+            )
+            .property("username", text(&USERNAME, false, "The operator, for ERPs that take per-job credentials."))
+            .property(
+                "password",
+                text(&PASSWORD, false, "The operator's ERP password; only the worker ever sees it.")
+                    .write_only(true),
+            )
+            .required(UNIQUEID.names[0])
+            .required(WORKSHOP.names[0])
+            .required(WORKSHEET.names[0])
+            .required(PRODUCT_NR.names[0])
+            .required(AMOUNT[0])
+            .into()
     }
 }
 
@@ -263,6 +409,33 @@ mod tests {
                 ),
                 "{body}"
             );
+        }
+    }
+
+    #[test]
+    fn the_workshop_pattern_spells_out_the_slug() {
+        let other = "[^a-zA-Z0-9\\u0000-\\u001F\\u007F-\\u009F]";
+        assert_eq!(
+            CreateRequest::workshop_pattern("Bennys Auto 2"),
+            format!("^{other}*[bB][eE][nN][nN][yY][sS]{other}+[aA][uU][tT][oO]{other}+2{other}*$")
+        );
+    }
+
+    #[test]
+    fn amounts_as_text_are_plain_decimals() {
+        for (text, amount) in [
+            ("5", 5.0),
+            (" 5,5 ", 5.5),
+            ("+.5", 0.5),
+            ("12.", 12.0),
+            ("007", 7.0),
+        ] {
+            assert_eq!(decimal_text(text), Some(amount), "{text}");
+        }
+        for text in [
+            "1e3", "inf", "NaN", "1.2.3", "5,5,5", "-5", "", ".", "5 5", "0x10",
+        ] {
+            assert_eq!(decimal_text(text), None, "{text}");
         }
     }
 }

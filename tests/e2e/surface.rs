@@ -26,6 +26,127 @@ async fn unknown_routes_and_wrong_methods_answer_in_the_envelope() {
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
         assert_eq!(body["error"]["code"], "METHOD_NOT_ALLOWED");
     }
+    let resp = api
+        .http
+        .delete(format!("{}/alive", api.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["allow"],
+        "GET",
+        "a 405 says what the route takes"
+    );
+}
+
+/// Every route the api serves, as the README lists them.
+const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/create"),
+    ("GET", "/get_order_status"),
+    ("GET", "/check_order_status"),
+    ("GET", "/jobs/{id}"),
+    ("GET", "/jobs/{id}/log"),
+    ("PUT", "/jobs/{id}/retry"),
+    ("GET", "/queue"),
+    ("PUT", "/clear_queue"),
+    ("GET", "/alive"),
+    ("GET", "/metrics"),
+    ("PUT", "/start_worker"),
+    ("PUT", "/stop_worker"),
+    ("PUT", "/kill"),
+    ("GET", "/worker/config"),
+    ("POST", "/worker/lease"),
+    ("POST", "/worker/report"),
+    ("POST", "/worker/heartbeat"),
+];
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_and_the_docs_work_offline() {
+    let api = TestApi::with(ApiOptions::default().key("k-doc")).await;
+    let url = |p: &str| format!("{}{p}", api.base());
+
+    // Open, like /alive: the document holds no tenant data.
+    let resp = api.http.get(url("/openapi.json")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let doc: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["title"], "ferry-api: Bennys Auto");
+    let mut documented: Vec<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(|m| (m.to_uppercase(), path.clone()))
+        })
+        .collect();
+    let mut served: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    documented.sort();
+    served.sort();
+    assert_eq!(documented, served);
+
+    // Each documented operation reaches a handler: no route-level 404 or 405.
+    for (method, path) in ROUTES.iter().filter(|(_, p)| *p != "/kill") {
+        let path = path.replace("{id}", "0190f2c4-1a2b-7c3d-8e4f-0123456789ab");
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = api
+            .http
+            .request(m, url(&path))
+            .header("x-api-key", "k-doc")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.text().await.unwrap();
+        assert!(
+            !matches!(
+                status,
+                StatusCode::METHOD_NOT_ALLOWED | StatusCode::UNAUTHORIZED
+            ) && !body.contains("\"NOT_FOUND\""),
+            "{method} {path}: {status} {body}"
+        );
+    }
+
+    // Swagger UI, served from the binary: /docs leads to it, and it loads our document.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_redirects.get(url("/docs")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(resp.headers()["location"], "/docs/");
+    let page = api.http.get(url("/docs/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("swagger-ui"));
+    for asset in ["swagger-ui.css", "swagger-ui-bundle.js"] {
+        let resp = api
+            .http
+            .get(url(&format!("/docs/{asset}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{asset}");
+        assert!(
+            resp.bytes().await.unwrap().len() > 10_000,
+            "{asset} is bundled"
+        );
+    }
+    let init = api
+        .http
+        .get(url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(init.contains("/openapi.json"), "{init}");
 }
 
 #[tokio::test]

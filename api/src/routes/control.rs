@@ -1,14 +1,16 @@
 //! Queue inspection and control for operators and the management system: `GET /queue`,
 //! `PUT /clear_queue`, `PUT /start_worker`, `PUT /stop_worker`.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, web};
+use ferry_shared::answer::{Cleared, Desired, QueuePage, WorkerSwitch};
+use ferry_shared::envelope::{Failure, Success};
 use ferry_shared::job::{JobView, Status};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::IntoParams;
 
-use super::health::counts_json;
-use super::{ok, resource};
+use super::health::counts;
+use super::{ok, route};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::read::{Cursor, ListQuery};
@@ -17,54 +19,81 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 500;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/queue").route(web::get().to(queue)))
-        .service(resource("/clear_queue").route(web::put().to(clear_queue)))
-        .service(resource("/start_worker").route(web::put().to(start_worker)))
-        .service(resource("/stop_worker").route(web::put().to(stop_worker)));
+    cfg.service(route(Method::GET, "/queue", queue))
+        .service(route(Method::PUT, "/clear_queue", clear_queue))
+        .service(route(Method::PUT, "/start_worker", start_worker))
+        .service(route(Method::PUT, "/stop_worker", stop_worker));
 }
 
-#[derive(Debug, Deserialize)]
-struct QueueParams {
-    /// Comma-separated statuses; default: waiting and in flight.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct QueueParams {
+    /// Comma-separated statuses (`placed`, `processing`, `created`, `error`, `cleared`); default:
+    /// waiting and in flight. Takes precedence over `type`.
+    #[param(
+        example = "placed,processing",
+        pattern = "^\\s*((placed|processing|created|error|cleared)\\s*)?(,\\s*((placed|processing|created|error|cleared)\\s*)?)*$"
+    )]
     status: Option<String>,
     /// `task` (waiting and in flight) or `error`, as the original service had.
     #[serde(rename = "type")]
+    #[param(pattern = "^(task|error)$")]
     kind: Option<String>,
-    /// Text to find in uniqueid, worksheet, product, username, reason or target reference.
+    /// Text to find in uniqueid, worksheet, product, username, reason or target reference
+    /// (ignoring case).
     q: Option<String>,
+    /// Jobs per page.
+    #[param(minimum = 1, maximum = 500, default = 100)]
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
 fn statuses(p: &QueueParams) -> Result<Vec<Status>, ApiError> {
-    if let Some(list) = &p.status {
-        return list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                Status::parse(s).ok_or_else(|| {
-                    ApiError::field(
-                        "status",
-                        format!(
-                            "unknown status '{s}'; use placed, processing, created, error or cleared"
-                        ),
-                    )
-                })
+    let by_type = match p.kind.as_deref() {
+        None | Some("task") => vec![Status::Placed, Status::Processing],
+        Some("error") => vec![Status::Error],
+        Some(other) => {
+            return Err(ApiError::field(
+                "type",
+                format!("unknown type '{other}'; use task or error"),
+            ));
+        }
+    };
+    let Some(list) = &p.status else {
+        return Ok(by_type);
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            Status::parse(s).ok_or_else(|| {
+                ApiError::field(
+                    "status",
+                    format!(
+                        "unknown status '{s}'; use placed, processing, created, error or cleared"
+                    ),
+                )
             })
-            .collect();
-    }
-    match p.kind.as_deref() {
-        None | Some("task") => Ok(vec![Status::Placed, Status::Processing]),
-        Some("error") => Ok(vec![Status::Error]),
-        Some(other) => Err(ApiError::field(
-            "type",
-            format!("unknown type '{other}'; use task or error"),
-        )),
-    }
+        })
+        .collect()
 }
 
-async fn queue(
+/// Lists jobs by status, oldest first.
+///
+/// A page at a time: what waits, what failed, what was cleared. Without `status` or `type`, the
+/// jobs waiting or in flight.
+#[utoipa::path(
+    get,
+    path = "/queue",
+    tag = "operators",
+    params(QueueParams),
+    responses(
+        (status = 200, description = "One page of jobs.", body = Success<QueuePage>),
+        (status = 400, description = "`VALIDATION_FAILED`: an unknown status or type, a limit out of range, or a cursor this query did not hand out (`error.fields` names it). `INVALID_QUERY`: a parameter of the wrong type.", body = Failure),
+    ),
+)]
+pub(super) async fn queue(
     state: web::Data<AppState>,
     params: web::Query<QueueParams>,
 ) -> Result<HttpResponse, ApiError> {
@@ -106,12 +135,12 @@ async fn queue(
     Ok(ok(
         StatusCode::OK,
         format!("{length} job(s) in {}", names(&statuses)),
-        json!({
-            "length": length,
-            "counts": counts_json(&state),
-            "jobs": jobs,
-            "next_cursor": page.next_cursor.map(|c| c.encode()),
-        }),
+        QueuePage {
+            length,
+            counts: counts(&state),
+            jobs,
+            next_cursor: page.next_cursor.map(|c| c.encode()),
+        },
     ))
 }
 
@@ -123,31 +152,62 @@ fn names(statuses: &[Status]) -> String {
         .join(", ")
 }
 
-async fn clear_queue(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Clears the waiting jobs.
+///
+/// Moves every waiting job to `cleared`; jobs a worker holds are left alone.
+#[utoipa::path(
+    put,
+    path = "/clear_queue",
+    tag = "operators",
+    responses((status = 200, description = "How many jobs were cleared.", body = Success<Cleared>)),
+)]
+pub(super) async fn clear_queue(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let n = state.store.clear().await?;
     tracing::info!(cleared = n, "queue cleared by an operator");
     Ok(ok(
         StatusCode::OK,
         format!("cleared {n} waiting job(s); jobs in flight were left alone"),
-        json!({ "cleared": n }),
+        Cleared { cleared: n },
     ))
 }
 
 async fn set_worker(state: &AppState, running: bool) -> Result<HttpResponse, ApiError> {
     state.store.set_worker_running(running).await?;
-    let word = if running { "running" } else { "stopped" };
-    tracing::info!(worker = word, "worker desired state changed");
+    let desired = Desired::from_running(running);
+    tracing::info!(worker = desired.as_str(), "worker desired state changed");
     Ok(ok(
         StatusCode::OK,
-        format!("worker {word}"),
-        json!({ "worker": word, "connected": state.worker_connected() }),
+        format!("worker {}", desired.as_str()),
+        WorkerSwitch {
+            worker: desired,
+            connected: state.worker_connected(),
+        },
     ))
 }
 
-async fn start_worker(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Lets the worker lease jobs again.
+///
+/// Its next answer from the api says `run`.
+#[utoipa::path(
+    put,
+    path = "/start_worker",
+    tag = "management",
+    responses((status = 200, description = "The worker's desired state is now running.", body = Success<WorkerSwitch>)),
+)]
+pub(super) async fn start_worker(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     set_worker(&state, true).await
 }
 
-async fn stop_worker(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Pauses the worker.
+///
+/// It finishes what it holds and leases nothing more (its next answer says `pause`). Intake goes
+/// on.
+#[utoipa::path(
+    put,
+    path = "/stop_worker",
+    tag = "management",
+    responses((status = 200, description = "The worker's desired state is now stopped.", body = Success<WorkerSwitch>)),
+)]
+pub(super) async fn stop_worker(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     set_worker(&state, false).await
 }

@@ -2,33 +2,39 @@
 
 use std::time::{Duration, Instant};
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, web};
-use ferry_shared::job::Status;
-use serde_json::json;
+use ferry_shared::answer::{Alive, Desired, Stopping, WorkerStatus};
+use ferry_shared::envelope::Success;
+use ferry_shared::job::{Counts, Status};
 
-use super::{ok, resource};
+use super::{ok, route};
 use crate::error::ApiError;
 use crate::metrics::Snapshot;
 use crate::state::AppState;
 use crate::store::StoreError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/alive").route(web::get().to(alive)))
-        .service(resource("/kill").route(web::put().to(kill)))
-        .service(resource("/metrics").route(web::get().to(metrics)));
+    cfg.service(route(Method::GET, "/alive", alive))
+        .service(route(Method::PUT, "/kill", kill))
+        .service(route(Method::GET, "/metrics", metrics));
 }
 
-pub fn counts_json(state: &AppState) -> serde_json::Value {
-    let counts = state.store.counts();
-    let mut map = serde_json::Map::new();
-    for st in Status::ALL {
-        map.insert(st.as_str().into(), counts[st.index()].into());
-    }
-    serde_json::Value::Object(map)
+pub fn counts(state: &AppState) -> Counts {
+    Counts::from_indexed(state.store.counts())
 }
 
-async fn alive(state: web::Data<AppState>) -> HttpResponse {
+/// Whether this tenant's pair is healthy.
+///
+/// The management system polls it: queue counts, the worker's state, the oldest waiting job.
+#[utoipa::path(
+    get,
+    path = "/alive",
+    tag = "management",
+    security(()),
+    responses((status = 200, description = "The api is up; `data` says how the pair is doing.", body = Success<Alive>)),
+)]
+pub(super) async fn alive(state: web::Data<AppState>) -> HttpResponse {
     let running = state.store.worker_running();
     let st = state.clone();
     let oldest = web::block(move || st.store.oldest_waiting_ms())
@@ -37,29 +43,43 @@ async fn alive(state: web::Data<AppState>) -> HttpResponse {
         .and_then(Result::ok)
         .flatten();
     let now = ferry_shared::now_ms();
-    let data = json!({
-        "tenant": state.settings.workshop,
-        "slug": state.settings.slug().as_str(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": state.started.elapsed().as_secs(),
-        "stopping": state.stopping(),
-        "store_ok": !state.store.failed(),
-        "worker": {
-            "desired": if running { "running" } else { "stopped" },
-            "running": running,
-            "connected": state.worker_connected(),
-            "last_seen_ms_ago": state.last_worker_contact().map(|d| d.as_millis() as u64),
+    let data = Alive {
+        tenant: state.settings.workshop.clone(),
+        slug: state.settings.slug().as_str().to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_s: state.started.elapsed().as_secs(),
+        stopping: state.stopping(),
+        store_ok: !state.store.failed(),
+        worker: WorkerStatus {
+            desired: Desired::from_running(running),
+            running,
+            connected: state.worker_connected(),
+            last_seen_ms_ago: state.last_worker_contact().map(|d| d.as_millis() as u64),
         },
-        "queue": counts_json(&state),
-        "oldest_waiting_s": oldest.map(|created| (now - created).max(0) / 1000),
-        "last_delivery_at": state.metrics.last_delivery_ms().map(ferry_shared::rfc3339),
-    });
+        queue: counts(&state),
+        oldest_waiting_s: oldest.map(|created| (now - created).max(0) / 1000),
+        last_delivery_at: state.metrics.last_delivery_ms().map(ferry_shared::rfc3339),
+    };
     ok(StatusCode::OK, "alive", data)
 }
 
-/// Prometheus text: jobs by status, intake and delivery counters, latency, queue depth, the
-/// oldest waiting job, whether a worker is connected, target errors by reason code.
-async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Metrics for Prometheus.
+///
+/// Jobs by status, intake and delivery counters, delivery latency, queue depth, the oldest
+/// waiting job, whether a worker is connected, target errors by reason code.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "management",
+    security(()),
+    responses((
+        status = 200,
+        description = "Prometheus text exposition (version 0.0.4), labelled by tenant.",
+        body = String,
+        content_type = "text/plain; version=0.0.4; charset=utf-8",
+    )),
+)]
+pub(super) async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let st = state.clone();
     let oldest = web::block(move || st.store.oldest_waiting_ms())
         .await
@@ -76,10 +96,20 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         .body(state.metrics.render(&snapshot)))
 }
 
+/// Stops the pair gracefully.
+///
 /// Answers first, then stops: intake is refused at once, a connected worker is told to exit and
 /// given `kill_grace_ms` to hand back what it holds, then the server finishes in-flight requests,
 /// the store flushes and the process exits 0.
-async fn kill(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(
+    put,
+    path = "/kill",
+    tag = "management",
+    responses(
+        (status = 202, description = "Stopping: intake is refused from now on.", body = Success<Stopping>),
+    ),
+)]
+pub(super) async fn kill(state: web::Data<AppState>) -> HttpResponse {
     state.begin_stopping();
     let grace = Duration::from_millis(state.settings.kill_grace_ms);
     let st = state.clone();
@@ -102,6 +132,6 @@ async fn kill(state: web::Data<AppState>) -> HttpResponse {
     ok(
         StatusCode::ACCEPTED,
         "stopping: intake refused, the worker is told to finish and exit",
-        json!({ "stopping": true }),
+        Stopping { stopping: true },
     )
 }

@@ -1,15 +1,18 @@
 //! Upstream intake and job inspection: `POST /create`, `GET /get_order_status`,
 //! `GET /check_order_status`, `GET /jobs/{id}`, `GET /jobs/{id}/log`, `PUT /jobs/{id}/retry`.
 
-use actix_web::http::StatusCode;
 use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
-use ferry_shared::job::{EventView, JobId};
-use ferry_shared::validate::{CreateError, parse_create};
+use ferry_shared::answer::JobLog;
+use ferry_shared::envelope::{ErrorCode, Failure, Success};
+use ferry_shared::job::{EventView, JobId, JobView};
+use ferry_shared::validate::{CreateError, CreateRequest, parse_create};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::IntoParams;
 
-use super::{MAX_BODY, ok, resource};
+use super::openapi::JobLookupFailures;
+use super::{MAX_BODY, ok, route};
 use crate::error::ApiError;
 use crate::metrics::Intake;
 use crate::state::AppState;
@@ -17,17 +20,46 @@ use crate::store::record::Job;
 use crate::store::{CreateOutcome, RetryOutcome};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/create").route(web::post().to(create)))
-        .service(resource("/get_order_status").route(web::get().to(order_status)))
-        .service(resource("/check_order_status").route(web::get().to(order_status)))
-        .service(resource("/jobs/{id}").route(web::get().to(job)))
-        .service(resource("/jobs/{id}/log").route(web::get().to(job_log)))
-        .service(resource("/jobs/{id}/retry").route(web::put().to(retry)));
+    cfg.service(route(Method::POST, "/create", create))
+        .service(route(Method::GET, "/get_order_status", order_status))
+        .service(route(Method::GET, "/check_order_status", order_status))
+        .service(route(Method::GET, "/jobs/{id}", job))
+        .service(route(Method::GET, "/jobs/{id}/log", job_log))
+        .service(route(Method::PUT, "/jobs/{id}/retry", retry));
 }
 
-/// Reads the body ourselves (not `web::Json`): the deployed client sends a JSON string holding
-/// the object, and every refusal must still be the envelope.
-async fn create(
+/// Places a job.
+///
+/// One order line for the worker to put on the ERP's worksheet, exactly once. The job is on disk
+/// before the answer; posting the same `uniqueid` again is answered with the job already placed.
+// Reads the body itself (not `web::Json`): the deployed client sends a JSON string holding the
+// object, and every refusal must still be the envelope.
+#[utoipa::path(
+    post,
+    path = "/create",
+    tag = "upstream",
+    request_body(content = CreateRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Placed: the job is stored and will be delivered.", body = Success<JobView>, links(
+            ("GetJob" = (operation_id = "job", parameters(("id" = "$response.body#/data/id")))),
+            ("GetJobLog" = (operation_id = "job_log", parameters(("id" = "$response.body#/data/id")))),
+            ("RetryJob" = (operation_id = "retry", parameters(("id" = "$response.body#/data/id")))),
+            ("GetOrderStatus" = (operation_id = "order_status", parameters(("uniqueid" = "$response.body#/data/uniqueid")))),
+        )),
+        (status = 200, description = "Already placed: this uniqueid is known with the same order.", body = Success<JobView>, links(
+            ("GetJob" = (operation_id = "job", parameters(("id" = "$response.body#/data/id")))),
+            ("GetJobLog" = (operation_id = "job_log", parameters(("id" = "$response.body#/data/id")))),
+            ("RetryJob" = (operation_id = "retry", parameters(("id" = "$response.body#/data/id")))),
+            ("GetOrderStatus" = (operation_id = "order_status", parameters(("uniqueid" = "$response.body#/data/uniqueid")))),
+        )),
+        (status = 400, description = "`VALIDATION_FAILED`: fields missing or wrong, or another workshop's order (`error.fields` names them). `MALFORMED_JSON`: not JSON, or not an object. `BAD_BODY`: the body could not be read.", body = Failure),
+        (status = 409, description = "`UNIQUEID_CONFLICT`: the uniqueid is known with a different order.", body = Failure),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`: the body is over 64 KiB.", body = Failure),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body must be `application/json`.", body = Failure),
+        (status = 503, description = "`QUEUE_FULL`: `max_queue` jobs are waiting. `SHUTTING_DOWN`: the api is stopping. `STORE_UNAVAILABLE`: the store failed. Retry after `Retry-After` seconds.", body = Failure),
+    ),
+)]
+pub(super) async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
@@ -54,12 +86,12 @@ async fn create(
         .await
         .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY))?
         .map_err(|e| ApiError::BadRequest {
-            code: "BAD_BODY",
+            code: ErrorCode::BadBody,
             detail: format!("the body could not be read: {e}"),
         })?;
     let order = parse_create(&body, &state.settings.workshop).map_err(|e| match e {
         CreateError::Malformed(detail) => ApiError::BadRequest {
-            code: "MALFORMED_JSON",
+            code: ErrorCode::MalformedJson,
             detail,
         },
         CreateError::Fields(fields) => ApiError::Validation(fields),
@@ -82,7 +114,7 @@ async fn create(
         CreateOutcome::Conflict(job) => {
             state.metrics.intake(Intake::Conflict);
             Err(ApiError::Conflict {
-                code: "UNIQUEID_CONFLICT",
+                code: ErrorCode::UniqueidConflict,
                 detail: format!(
                     "uniqueid '{uniqueid}' is already used by job {} with a different order",
                     job.id
@@ -100,13 +132,31 @@ async fn create(
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct StatusParams {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatusParams {
+    /// The uniqueid the job was posted with.
+    #[param(required = true, pattern = "\\S")]
     uniqueid: Option<String>,
+    /// The legacy client's name for `uniqueid`, taken when `uniqueid` is absent.
     unique_id: Option<String>,
 }
 
-async fn order_status(
+/// Where the job with this uniqueid stands.
+///
+/// `message` is its status; `data` the whole job.
+#[utoipa::path(
+    get,
+    path = "/get_order_status",
+    tag = "upstream",
+    params(StatusParams),
+    responses(
+        (status = 200, description = "The job; `message` is its status.", body = Success<JobView>),
+        (status = 400, description = "`VALIDATION_FAILED`: no uniqueid given.", body = Failure),
+        (status = 404, description = "`JOB_NOT_FOUND`: no job has this uniqueid.", body = Failure),
+    ),
+)]
+pub(super) async fn order_status(
     state: web::Data<AppState>,
     params: web::Query<StatusParams>,
 ) -> Result<HttpResponse, ApiError> {
@@ -123,7 +173,7 @@ async fn order_status(
 
 fn load(state: &AppState, id: &str) -> Result<Job, ApiError> {
     let job_id = JobId::parse(id).ok_or_else(|| ApiError::BadRequest {
-        code: "INVALID_JOB_ID",
+        code: ErrorCode::InvalidJobId,
         detail: format!("'{id}' is not a job id (a UUID)"),
     })?;
     state
@@ -132,12 +182,41 @@ fn load(state: &AppState, id: &str) -> Result<Job, ApiError> {
         .ok_or_else(|| ApiError::job_not_found(job_id))
 }
 
-async fn job(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+/// One job, by its id.
+///
+/// `message` is its status; `data` the whole job.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}",
+    tag = "operators",
+    params(("id" = uuid::Uuid, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The job; `message` is its status.", body = Success<JobView>),
+        JobLookupFailures,
+    ),
+)]
+pub(super) async fn job(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let job = load(&state, &id)?;
     Ok(ok(StatusCode::OK, job.status.as_str(), job.view()))
 }
 
-async fn job_log(
+/// A job's history.
+///
+/// Every transition, with what the target answered on each attempt.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/log",
+    tag = "operators",
+    params(("id" = uuid::Uuid, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The job's events, oldest first.", body = Success<JobLog>),
+        JobLookupFailures,
+    ),
+)]
+pub(super) async fn job_log(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -146,16 +225,30 @@ async fn job_log(
     Ok(ok(
         StatusCode::OK,
         format!("{} event(s)", events.len()),
-        json!({
-            "job_id": job.id,
-            "status": job.status,
-            "events": events,
-            "earlier_events_not_kept": job.log_elided,
-        }),
+        JobLog {
+            job_id: job.id,
+            status: job.status,
+            events,
+            earlier_events_not_kept: job.log_elided,
+        },
     ))
 }
 
-async fn retry(
+/// Retries a job that failed.
+///
+/// Places a job in `error` again, for an operator who fixed the cause; its age limit restarts.
+#[utoipa::path(
+    put,
+    path = "/jobs/{id}/retry",
+    tag = "operators",
+    params(("id" = uuid::Uuid, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "Placed again.", body = Success<JobView>),
+        JobLookupFailures,
+        (status = 409, description = "`NOT_IN_ERROR`: only jobs in `error` can be retried.", body = Failure),
+    ),
+)]
+pub(super) async fn retry(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -167,7 +260,7 @@ async fn retry(
         }
         RetryOutcome::NotFound => Err(ApiError::job_not_found(job.id)),
         RetryOutcome::NotInError(status) => Err(ApiError::Conflict {
-            code: "NOT_IN_ERROR",
+            code: ErrorCode::NotInError,
             detail: format!(
                 "job {} is {}; only jobs in error can be retried",
                 job.id,

@@ -1,14 +1,18 @@
-//! The HTTP surface, one module per route group. Every route is a `web::resource`, so a wrong
-//! method answers 405 (the route macros would answer 404), and every answer is the envelope.
+//! The HTTP surface, one module per route group. Every route is a `web::resource` (see [`route`]),
+//! so a wrong method answers 405 with `Allow` (the route macros would answer 404), and every
+//! answer is the envelope.
 
 mod control;
 mod health;
 mod jobs;
+mod openapi;
 mod worker;
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, Resource, web};
-use ferry_shared::envelope::Envelope;
+pub use openapi::{DocumentJson, document};
+
+use actix_web::http::{Method, StatusCode};
+use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, web};
+use ferry_shared::envelope::{ErrorCode, Success};
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -20,14 +24,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_config())
         .app_data(web::QueryConfig::default().error_handler(|err, _| {
             ApiError::BadRequest {
-                code: "INVALID_QUERY",
+                code: ErrorCode::InvalidQuery,
                 detail: err.to_string(),
             }
             .into()
         }))
         .app_data(web::PathConfig::default().error_handler(|err, _| {
             ApiError::BadRequest {
-                code: "INVALID_PATH",
+                code: ErrorCode::InvalidPath,
                 detail: err.to_string(),
             }
             .into()
@@ -36,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(control::configure)
         .configure(jobs::configure)
         .configure(worker::configure)
+        .configure(openapi::configure)
         .default_service(web::to(not_found));
 }
 
@@ -52,11 +57,11 @@ fn json_config() -> web::JsonConfig {
                     "the body must be JSON (Content-Type: application/json)".into(),
                 ),
                 E::Deserialize(e) if e.is_data() => ApiError::BadRequest {
-                    code: "INVALID_BODY",
+                    code: ErrorCode::InvalidBody,
                     detail: format!("the JSON does not have the expected shape: {e}"),
                 },
                 other => ApiError::BadRequest {
-                    code: "MALFORMED_JSON",
+                    code: ErrorCode::MalformedJson,
                     detail: format!("the body is not valid JSON: {other}"),
                 },
             }
@@ -64,23 +69,30 @@ fn json_config() -> web::JsonConfig {
         })
 }
 
-/// A route whose unsupported methods answer 405 in the envelope.
-pub fn resource(path: &str) -> Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
-}
-
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// A route taking one method; any other answers 405 in the envelope, with `Allow`.
+pub fn route<F, Args>(method: Method, path: &str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    let allowed = method.clone();
+    web::resource(path)
+        .route(web::method(method).to(handler))
+        .default_service(web::to(move || {
+            let allowed = allowed.clone();
+            async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allowed)) }
+        }))
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound {
-        code: "NOT_FOUND",
+        code: ErrorCode::NotFound,
         detail: format!("no route {} {}", req.method(), req.path()),
     })
 }
 
 /// A success in the envelope.
 pub fn ok<T: Serialize>(status: StatusCode, message: impl Into<String>, data: T) -> HttpResponse {
-    HttpResponse::build(status).json(Envelope::ok(message, data))
+    HttpResponse::build(status).json(Success::new(message, data))
 }

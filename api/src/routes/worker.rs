@@ -3,48 +3,82 @@
 
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, web};
+use ferry_shared::envelope::{ErrorCode, Failure, Success};
 use ferry_shared::protocol::{
     HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, MAX_LEASE_MAX, MAX_LEASE_MS,
     MAX_WAIT_MS, MIN_LEASE_MS, ReportRequest, ReportResponse,
 };
 
-use super::{ok, resource};
+use ferry_shared::strict::Object;
+use ferry_shared::target::WorkerConfig;
+
+use super::openapi::JsonBodyFailures;
+use super::{ok, route};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/worker/lease").route(web::post().to(lease)))
-        .service(resource("/worker/report").route(web::post().to(report)))
-        .service(resource("/worker/heartbeat").route(web::post().to(heartbeat)))
-        .service(resource("/worker/config").route(web::get().to(config)));
+    cfg.service(route(Method::POST, "/worker/lease", lease))
+        .service(route(Method::POST, "/worker/report", report))
+        .service(route(Method::POST, "/worker/heartbeat", heartbeat))
+        .service(route(Method::GET, "/worker/config", config));
 }
 
-/// The connector settings: the worker needs only its api's URL and token.
-async fn config(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Where and how the worker delivers.
+///
+/// The connector settings, so the worker needs only its api's URL and token. Secrets are
+/// resolved and in the clear.
+#[utoipa::path(
+    get,
+    path = "/worker/config",
+    tag = "worker",
+    security(("worker_token" = []), ("worker_bearer" = [])),
+    responses(
+        (status = 200, description = "Where and how to deliver.", body = Success<WorkerConfig>),
+        (status = 404, description = "`NO_TARGET`: the tenant has no `[target]` configured.", body = Failure),
+    ),
+)]
+pub(super) async fn config(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match &state.worker_config {
         Some(c) => Ok(ok(StatusCode::OK, "worker config", c)),
         None => Err(ApiError::NotFound {
-            code: "NO_TARGET",
+            code: ErrorCode::NoTarget,
             detail: "this tenant has no [target] configured; add one to its config file".into(),
         }),
     }
 }
 
 fn check_worker_id(id: &str) -> Result<(), ApiError> {
-    if id.trim().is_empty() || id.len() > 128 {
+    if id.trim().is_empty() || id.chars().count() > 128 {
         return Err(ApiError::field("worker_id", "must be 1 to 128 characters"));
     }
     Ok(())
 }
 
-async fn lease(
+/// Leases jobs to the worker.
+///
+/// Up to `max` waiting jobs, each for `lease_ms`. With none ready, waits up to `wait_ms` (at
+/// most half of `lease_ms`) for work to arrive. The answer's `directive` says whether to go on
+/// (`run`), hold off (`pause`) or finish and exit (`exit`).
+#[utoipa::path(
+    post,
+    path = "/worker/lease",
+    tag = "worker",
+    security(("worker_token" = []), ("worker_bearer" = [])),
+    request_body = LeaseRequest,
+    responses(
+        (status = 200, description = "The jobs leased (perhaps none) and the directive.", body = Success<LeaseResponse>),
+        JsonBodyFailures,
+    ),
+)]
+pub(super) async fn lease(
     state: web::Data<AppState>,
-    body: web::Json<LeaseRequest>,
+    body: web::Json<Object<LeaseRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    let req = body.into_inner();
+    let req = body.into_inner().0;
     check_worker_id(&req.worker_id)?;
     if !(1..=MAX_LEASE_MAX).contains(&req.max) {
         return Err(ApiError::field(
@@ -113,11 +147,26 @@ async fn lease(
     }
 }
 
-async fn report(
+/// Reports how delivery attempts ended.
+///
+/// A report on a lease that expired is refused per job (`STALE_LEASE`), so a newer attempt is
+/// never overwritten. Once accepted, the job's new status is on disk.
+#[utoipa::path(
+    post,
+    path = "/worker/report",
+    tag = "worker",
+    security(("worker_token" = []), ("worker_bearer" = [])),
+    request_body = ReportRequest,
+    responses(
+        (status = 200, description = "Per job: accepted or refused, and the directive.", body = Success<ReportResponse>),
+        JsonBodyFailures,
+    ),
+)]
+pub(super) async fn report(
     state: web::Data<AppState>,
-    body: web::Json<ReportRequest>,
+    body: web::Json<Object<ReportRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    let req = body.into_inner();
+    let req = body.into_inner().0;
     check_worker_id(&req.worker_id)?;
     state.saw_worker(&req.worker_id);
     let summary = Metrics::summarize(&req.results);
@@ -134,11 +183,25 @@ async fn report(
     ))
 }
 
-async fn heartbeat(
+/// Extends the worker's leases.
+///
+/// Extends those it still holds and names those it has lost.
+#[utoipa::path(
+    post,
+    path = "/worker/heartbeat",
+    tag = "worker",
+    security(("worker_token" = []), ("worker_bearer" = [])),
+    request_body = HeartbeatRequest,
+    responses(
+        (status = 200, description = "Leases extended and lost, and the directive.", body = Success<HeartbeatResponse>),
+        JsonBodyFailures,
+    ),
+)]
+pub(super) async fn heartbeat(
     state: web::Data<AppState>,
-    body: web::Json<HeartbeatRequest>,
+    body: web::Json<Object<HeartbeatRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    let req = body.into_inner();
+    let req = body.into_inner().0;
     check_worker_id(&req.worker_id)?;
     state.saw_worker(&req.worker_id);
     let (extended, lost) = state.store.heartbeat(req.worker_id, req.lease_ids).await?;

@@ -1,0 +1,106 @@
+//! The `data` of ferry-api's answers to operators and the management system (jobs themselves are
+//! [`crate::job::JobView`]; the worker's answers are in [`crate::protocol`]).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::job::{Counts, EventView, JobId, JobView, Status};
+
+/// `GET /alive`: is this tenant's pair healthy, and how far behind is it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Alive {
+    /// The workshop this api serves.
+    pub tenant: String,
+    /// The tenant's name as used in paths and metric labels.
+    pub slug: String,
+    pub version: String,
+    pub uptime_s: u64,
+    /// `PUT /kill` or a signal was received: intake is refused.
+    pub stopping: bool,
+    /// `false` once the store has failed: the api answers 503 until restarted.
+    pub store_ok: bool,
+    pub worker: WorkerStatus,
+    pub queue: Counts,
+    /// Age of the oldest job waiting for delivery, or `null` when none waits.
+    pub oldest_waiting_s: Option<i64>,
+    /// When the last line was made at the target (since this api started).
+    #[schema(format = DateTime)]
+    pub last_delivery_at: Option<String>,
+}
+
+/// What the api knows of its worker.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkerStatus {
+    /// Set by `PUT /start_worker` and `PUT /stop_worker`.
+    pub desired: Desired,
+    pub running: bool,
+    /// A worker was heard from recently (within `worker_seen_ms`).
+    pub connected: bool,
+    pub last_seen_ms_ago: Option<u64>,
+}
+
+/// Whether the worker should lease jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Desired {
+    Running,
+    Stopped,
+}
+
+impl Desired {
+    pub fn from_running(running: bool) -> Self {
+        if running {
+            Desired::Running
+        } else {
+            Desired::Stopped
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Desired::Running => "running",
+            Desired::Stopped => "stopped",
+        }
+    }
+}
+
+/// `GET /queue`: one page of jobs, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QueuePage {
+    /// How many jobs are in the statuses asked for (all pages).
+    pub length: u64,
+    pub counts: Counts,
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /jobs/{id}/log`: a job's history, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobLog {
+    pub job_id: JobId,
+    pub status: Status,
+    pub events: Vec<EventView>,
+    /// How many older events were dropped: the log keeps the newest.
+    pub earlier_events_not_kept: u32,
+}
+
+/// `PUT /clear_queue`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Cleared {
+    /// Waiting jobs moved to `cleared`.
+    pub cleared: u64,
+}
+
+/// `PUT /start_worker` and `PUT /stop_worker`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkerSwitch {
+    pub worker: Desired,
+    pub connected: bool,
+}
+
+/// `PUT /kill`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Stopping {
+    pub stopping: bool,
+}
