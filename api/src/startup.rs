@@ -98,10 +98,7 @@ impl Application {
         let stop = CancellationToken::new();
         let state = web::Data::new(AppState::new(store, settings, worker_config, stop.clone()));
         let app_state = state.clone();
-        let document = web::Data::new(routes::DocumentJson(web::Bytes::from(
-            serde_json::to_vec(&routes::document(&state.settings.workshop))
-                .map_err(|e| StartupError::Target(format!("the OpenAPI document: {e}")))?,
-        )));
+        let document = web::Data::new(routes::DocumentJson::default());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())

@@ -20,6 +20,7 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::route;
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -98,14 +99,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(SwaggerUi::new("/docs/{_:.*}").config(Config::new(["/openapi.json"])));
 }
 
-/// The document, serialized once at startup.
-#[derive(Debug, Clone)]
-pub struct DocumentJson(pub web::Bytes);
+/// The document, serialized on first request: most tenants' apis are never asked for it.
+#[derive(Debug, Default)]
+pub struct DocumentJson(std::sync::OnceLock<web::Bytes>);
 
-async fn openapi_json(doc: web::Data<DocumentJson>) -> HttpResponse {
+async fn openapi_json(doc: web::Data<DocumentJson>, state: web::Data<AppState>) -> HttpResponse {
+    let json = doc.0.get_or_init(|| {
+        let doc = document(&state.settings.workshop);
+        // Serializing plain data: cannot fail.
+        web::Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
+    });
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(doc.0.clone())
+        .body(json.clone())
 }
 
 async fn docs_redirect() -> HttpResponse {
