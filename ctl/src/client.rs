@@ -1,8 +1,10 @@
-//! Calls to one tenant's api, answers unwrapped from the envelope.
+//! Calls to one tenant's api, answers unwrapped from the envelope into the api's own types
+//! (`ferry_shared::answer`, `JobView`), so a change to an answer breaks this build, not a table.
 
 use std::time::Duration;
 
-use serde_json::Value;
+use ferry_shared::envelope::Envelope;
+use serde::de::DeserializeOwned;
 
 pub struct Api {
     http: reqwest::Client,
@@ -23,7 +25,11 @@ impl Api {
     }
 
     /// `data` of a successful answer; the envelope's message otherwise.
-    pub async fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<T> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(k) = &self.key {
             req = req.header("x-api-key", k);
@@ -33,31 +39,39 @@ impl Api {
             .await
             .map_err(|e| anyhow::anyhow!("{} is not answering: {e}", self.base))?;
         let status = resp.status();
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|e| anyhow::anyhow!("{} answered {status} without JSON: {e}", self.base))?;
-        if body["success"] == true {
-            Ok(body["data"].clone())
-        } else {
-            let detail = body["error"]["detail"].as_str().unwrap_or("");
-            anyhow::bail!(
-                "{status}: {} {}",
-                body["message"].as_str().unwrap_or("refused"),
-                if detail.is_empty() {
-                    String::new()
-                } else {
-                    format!("({detail})")
-                }
+        let body: Envelope<T> = resp.json().await.map_err(|e| {
+            anyhow::anyhow!(
+                "{} answered {status} with an unexpected body: {e}",
+                self.base
             )
+        })?;
+        match (body.data, body.error) {
+            (Some(data), _) if body.success => Ok(data),
+            (_, error) => {
+                let detail = error.map(|e| e.detail).unwrap_or_default();
+                anyhow::bail!(
+                    "{status}: {} {}",
+                    body.message,
+                    if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!("({detail})")
+                    }
+                )
+            }
         }
     }
 
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.call(reqwest::Method::GET, path).await
     }
 
-    pub async fn put(&self, path: &str) -> anyhow::Result<Value> {
+    pub async fn put<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.call(reqwest::Method::PUT, path).await
+    }
+
+    /// Whether the api answers `/alive`.
+    pub async fn is_up(&self) -> bool {
+        self.get::<serde::de::IgnoredAny>("/alive").await.is_ok()
     }
 }

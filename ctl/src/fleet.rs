@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use ferry_shared::answer::{Alive, Desired};
 use ferry_shared::config::TenantSlug;
 use serde::Deserialize;
 
@@ -181,7 +182,7 @@ pub async fn up(fleet: &Fleet, bins: &Path) -> anyhow::Result<()> {
 
 async fn start(fleet: &Fleet, t: &Tenant, bins: &Path) -> anyhow::Result<String> {
     let api = t.api();
-    if api.get("/alive").await.is_ok() {
+    if api.is_up().await {
         return Ok("already up".into());
     }
     let slug = t.slug();
@@ -208,7 +209,7 @@ async fn start(fleet: &Fleet, t: &Tenant, bins: &Path) -> anyhow::Result<String>
     )?;
     std::fs::write(pid_file(fleet, t, "api"), api_pid.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while api.get("/alive").await.is_err() {
+    while !api.is_up().await {
         anyhow::ensure!(
             alive(api_pid),
             "ferry-api exited; see {}",
@@ -241,7 +242,7 @@ pub async fn down(fleet: &Fleet) -> anyhow::Result<()> {
             .filter_map(|w| read_pid(&pid_file(fleet, t, w)))
             .filter(|p| alive(*p))
             .collect();
-        let killed = t.api().put("/kill").await.is_ok();
+        let killed = t.api().put::<serde::de::IgnoredAny>("/kill").await.is_ok();
         if !killed && pids.is_empty() {
             println!("not running");
             continue;
@@ -285,24 +286,18 @@ pub async fn status(fleet: &Fleet) -> anyhow::Result<()> {
             rows.push(row);
             continue;
         }
-        match t.api().get("/alive").await {
+        match t.api().get::<Alive>("/alive").await {
             Err(_) => row.push("down".into()),
             Ok(a) => {
-                let q = &a["queue"];
-                let n = |k: &str| q[k].as_u64().unwrap_or(0);
-                let worker = match (
-                    a["worker"]["desired"].as_str(),
-                    a["worker"]["connected"] == true,
-                ) {
-                    (Some("running"), true) => "running",
-                    (Some("running"), false) => "disconnected",
-                    _ => "stopped",
+                let worker = match (a.worker.desired, a.worker.connected) {
+                    (Desired::Running, true) => "running",
+                    (Desired::Running, false) => "disconnected",
+                    (Desired::Stopped, _) => "stopped",
                 };
-                let oldest = a["oldest_waiting_s"]
-                    .as_i64()
-                    .map_or("-".into(), table::human_secs);
-                let last = a["last_delivery_at"]
-                    .as_str()
+                let oldest = a.oldest_waiting_s.map_or("-".into(), table::human_secs);
+                let last = a
+                    .last_delivery_at
+                    .as_deref()
                     .and_then(chrono_ms)
                     .map_or("-".into(), |ms| {
                         format!("{} ago", table::human_secs((now - ms) / 1000))
@@ -310,8 +305,8 @@ pub async fn status(fleet: &Fleet) -> anyhow::Result<()> {
                 row.extend([
                     "up".into(),
                     worker.into(),
-                    (n("placed") + n("processing")).to_string(),
-                    n("error").to_string(),
+                    (a.queue.placed + a.queue.processing).to_string(),
+                    a.queue.error.to_string(),
                     oldest,
                     last,
                 ]);

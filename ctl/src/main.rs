@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use ferry_ctl::client::Api;
 use ferry_ctl::{fleet, table};
+use ferry_shared::answer::{Cleared, QueuePage};
+use ferry_shared::job::JobView;
+use serde::de::IgnoredAny;
 
 #[derive(Parser)]
 #[command(
@@ -112,25 +115,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     query.push(format!("{k}={}", encode(&v)));
                 }
             }
-            let data = api.get(&format!("/queue?{}", query.join("&"))).await?;
-            let rows: Vec<Vec<String>> = data["jobs"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let page: QueuePage = api.get(&format!("/queue?{}", query.join("&"))).await?;
+            let rows: Vec<Vec<String>> = page
+                .jobs
+                .iter()
                 .map(|j| {
-                    let s = |k: &str| match &j[k] {
-                        serde_json::Value::String(s) => s.clone(),
-                        serde_json::Value::Null => "-".into(),
-                        other => other.to_string(),
-                    };
                     vec![
-                        s("uniqueid"),
-                        s("status"),
-                        s("worksheet"),
-                        s("amount"),
-                        s("attempts"),
-                        s("reason_code"),
-                        s("id"),
+                        j.uniqueid.clone(),
+                        j.status.as_str().into(),
+                        j.worksheet.clone(),
+                        j.amount.to_string(),
+                        j.attempts.to_string(),
+                        j.reason_code.clone().unwrap_or_else(|| "-".into()),
+                        j.id.to_string(),
                     ]
                 })
                 .collect();
@@ -144,56 +141,56 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "JOB ID",
             ];
             println!("{}", table::render(&header, &rows));
-            println!("{} job(s)", data["length"]);
+            println!("{} job(s)", page.length);
             Ok(())
         }
         Cmd::Status { uniqueid } => {
-            let j = api
+            let j: JobView = api
                 .get(&format!("/get_order_status?uniqueid={}", encode(&uniqueid)))
                 .await?;
-            for k in [
-                "uniqueid",
-                "status",
-                "id",
-                "worksheet",
-                "product_nr",
-                "amount",
-                "attempts",
-                "next_attempt_at",
-                "reason_code",
-                "reason_text",
-                "target_ref",
-                "updated_at",
-            ] {
-                if !j[k].is_null() {
-                    let v = j[k].as_str().map_or(j[k].to_string(), str::to_string);
+            let fields = [
+                ("uniqueid", Some(j.uniqueid)),
+                ("status", Some(j.status.as_str().into())),
+                ("id", Some(j.id.to_string())),
+                ("worksheet", Some(j.worksheet)),
+                ("product_nr", Some(j.product_nr)),
+                ("amount", Some(j.amount.to_string())),
+                ("attempts", Some(j.attempts.to_string())),
+                ("next_attempt_at", j.next_attempt_at),
+                ("reason_code", j.reason_code),
+                ("reason_text", j.reason_text),
+                ("target_ref", j.target_ref),
+                ("updated_at", Some(j.updated_at)),
+            ];
+            for (k, v) in fields {
+                if let Some(v) = v {
                     println!("{k:<16} {v}");
                 }
             }
             Ok(())
         }
         Cmd::Retry { job_id } => {
-            let j = api.put(&format!("/jobs/{}/retry", encode(&job_id))).await?;
-            println!("job {} is {} again", j["id"], j["status"]);
+            let j: JobView = api.put(&format!("/jobs/{}/retry", encode(&job_id))).await?;
+            println!("job {} is {} again", j.id, j.status.as_str());
             Ok(())
         }
         Cmd::Clear => {
-            let d = api.put("/clear_queue").await?;
-            println!("cleared {} waiting job(s)", d["cleared"]);
+            let d: Cleared = api.put("/clear_queue").await?;
+            println!("cleared {} waiting job(s)", d.cleared);
             Ok(())
         }
         Cmd::StartWorker => {
-            api.put("/start_worker").await?;
+            api.put::<IgnoredAny>("/start_worker").await?;
             println!("worker running");
             Ok(())
         }
         Cmd::StopWorker => {
-            api.put("/stop_worker").await?;
+            api.put::<IgnoredAny>("/stop_worker").await?;
             println!("worker stopped: it finishes what it holds and leases nothing more");
             Ok(())
         }
         Cmd::Kill => {
-            api.put("/kill").await?;
+            api.put::<IgnoredAny>("/kill").await?;
             println!("stopping: the worker finishes and exits, then the api flushes and exits");
             Ok(())
         }

@@ -176,3 +176,69 @@ async fn a_fleet_delivers_while_one_erp_is_down_shows_it_and_stops_losing_nothin
     assert_eq!(alive(&http, ports[0]).await["queue"]["created"], 5);
     ferryctl(&["fleet", "down", tenants]);
 }
+
+/// `ferryctl` against one tenant: what it shows is what the api holds, and what it changes
+/// changes there.
+#[tokio::test]
+async fn one_tenant_commands_show_and_change_what_the_api_holds() {
+    let api = ferry_tests::TestApi::with(ferry_tests::ApiOptions::default().key("k-ctl")).await;
+    let base = api.base();
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["--api", base.as_str(), "--key", "k-ctl"];
+        all.extend_from_slice(args);
+        run_to_end("ferryctl", &all, &[])
+    };
+    let ok = |args: &[&str]| {
+        let (status, out) = ctl(args);
+        assert!(status.success(), "ferryctl {args:?} failed:\n{out}");
+        out
+    };
+    let failing = api.create_ok(&order("ctl-fails")).await;
+    api.create_ok(&order("ctl-waits")).await;
+
+    let queue = ok(&["queue"]);
+    assert!(
+        queue.contains("ctl-fails") && queue.contains("ctl-waits"),
+        "{queue}"
+    );
+    assert!(queue.contains("2 job(s)"), "{queue}");
+    let status = ok(&["status", "ctl-waits"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["status", "placed"]),
+        "{status}"
+    );
+
+    // A job in error, through the worker protocol: an operator retries it.
+    let leased = api.lease("w-ctl", 1, 0, 30_000).await;
+    let job = &leased["jobs"][0];
+    assert_eq!(job["job_id"], failing["id"]);
+    api.report(
+        "w-ctl",
+        json!([{"job_id": job["job_id"], "lease_id": job["lease_id"],
+                "outcome": {"kind": "failed", "reason_code": "ERP_REJECTED", "reason_text": "no such worksheet"}}]),
+    )
+    .await;
+    let errors = ok(&["queue", "--type", "error"]);
+    assert!(
+        errors.contains("ERP_REJECTED") && errors.contains("1 job(s)"),
+        "{errors}"
+    );
+    let id = failing["id"].as_str().unwrap();
+    let out = ok(&["retry", id]);
+    assert_eq!(out.trim(), format!("job {id} is placed again"));
+    let (status, out) = ctl(&["retry", id]);
+    assert!(!status.success(), "retrying a placed job is refused");
+    assert!(
+        out.contains("409") && out.contains("only jobs in error"),
+        "{out}"
+    );
+
+    assert!(ok(&["stop-worker"]).contains("worker stopped"));
+    assert_eq!(api.alive().await["worker"]["desired"], "stopped");
+    assert!(ok(&["start-worker"]).contains("worker running"));
+    assert_eq!(api.alive().await["worker"]["desired"], "running");
+    assert_eq!(ok(&["clear"]).trim(), "cleared 2 waiting job(s)");
+    assert_eq!(api.alive().await["queue"]["cleared"], 2);
+}
