@@ -29,8 +29,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The methods the route takes, as the `Allow` header lists them.
     #[error("this route takes only {0}")]
-    MethodNotAllowed(actix_web::http::Method),
+    MethodNotAllowed(&'static str),
     #[error("the queue is full; try again later")]
     QueueFull,
     #[error("the api is shutting down")]
@@ -119,10 +120,9 @@ impl ResponseError for ApiError {
             },
         );
         let mut resp = HttpResponse::build(status).json(body);
-        if let ApiError::MethodNotAllowed(allowed) = self
-            && let Ok(v) = HeaderValue::from_str(allowed.as_str())
-        {
-            resp.headers_mut().insert(header::ALLOW, v);
+        if let ApiError::MethodNotAllowed(allowed) = self {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allowed));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(

@@ -34,9 +34,17 @@ async fn unknown_routes_and_wrong_methods_answer_in_the_envelope() {
         .unwrap();
     assert_eq!(
         resp.headers()["allow"],
-        "GET",
+        "GET, HEAD",
         "a 405 says what the route takes"
     );
+    let resp = api
+        .http
+        .head(format!("{}/alive", api.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "HEAD goes with GET");
+    assert!(resp.bytes().await.unwrap().is_empty());
 }
 
 /// Every route the api serves, as the README lists them.

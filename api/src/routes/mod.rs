@@ -69,19 +69,28 @@ fn json_config() -> web::JsonConfig {
         })
 }
 
-/// A route taking one method; any other answers 405 in the envelope, with `Allow`.
+/// A route taking one method (and HEAD with GET, as RFC 9110 asks of every server); any other
+/// answers 405 in the envelope, with `Allow`.
 pub fn route<F, Args>(method: Method, path: &str, handler: F) -> Resource
 where
     F: Handler<Args>,
     Args: FromRequest + 'static,
     F::Output: Responder + 'static,
 {
-    let allowed = method.clone();
-    web::resource(path)
+    let mut resource = web::resource(path);
+    let allowed = match method {
+        Method::GET => {
+            resource = resource.route(web::head().to(handler.clone()));
+            "GET, HEAD"
+        }
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        _ => unreachable!("routes take GET, PUT or POST"),
+    };
+    resource
         .route(web::method(method).to(handler))
-        .default_service(web::to(move || {
-            let allowed = allowed.clone();
-            async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allowed)) }
+        .default_service(web::to(move || async move {
+            Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allowed))
         }))
 }
 
