@@ -11,7 +11,7 @@ use ferry_shared::config::Settings;
 use ferry_shared::target::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::AppState;
+use crate::state::{AppState, Stop};
 use crate::store::{Engine, Limits, Store, StoreError, WriterHandle};
 use crate::{auth, routes, telemetry};
 
@@ -118,7 +118,7 @@ impl Application {
         let st = state.clone();
         actix_web::rt::spawn(async move {
             st.stop.cancelled().await;
-            st.begin_stopping();
+            st.begin_stopping(Stop::Api);
             handle.stop(true).await;
         });
         spawn_signal_watch(state.clone());
@@ -164,11 +164,17 @@ fn spawn_signal_watch(state: web::Data<AppState>) {
                 }
             };
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+            _ = term.recv() => tracing::info!("SIGTERM: stopping; a connected worker may report first"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping; a connected worker may report first"),
             _ = state.stop.cancelled() => return,
         }
-        state.stop.cancel();
+        state.begin_stopping(Stop::Api);
+        // A second signal stops at once.
+        tokio::select! {
+            _ = state.drain_then_stop() => {}
+            _ = term.recv() => state.stop.cancel(),
+            _ = tokio::signal::ctrl_c() => state.stop.cancel(),
+        }
     });
 }
 

@@ -309,6 +309,48 @@ async fn sigterm_lets_the_worker_finish_what_it_holds_and_exit_0() {
     );
 }
 
+/// A restart of the api alone (SIGTERM, as systemd or an upgrade sends it) waits for the worker
+/// to report what it holds, and tells it to pause rather than exit: it is there when the api
+/// comes back, though `Restart=on-failure` would not have started it again.
+#[tokio::test]
+async fn sigterm_to_the_api_takes_the_workers_report_and_keeps_the_worker() {
+    let sim = TestSim::start();
+    sim.fault(serde_json::json!({"count": 1, "delay_ms": 800}))
+        .await;
+    let mut api = api_for(&sim).await;
+    let mut worker = worker(&api, &[]);
+    api.create_ok(&order("in-hand")).await;
+    eventually("the delivery to start", Duration::from_secs(10), || async {
+        (sim.lines().await["requests"] == 1).then_some(())
+    })
+    .await;
+    let pid = api.pid().unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = api.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    assert!(
+        worker.running(),
+        "the worker waits for its api:\n{}",
+        worker.output()
+    );
+
+    api.start_again();
+    assert_eq!(
+        api.status_of("in-hand").await.1["data"]["status"],
+        "created",
+        "reported before the api stopped, not left to a lease's expiry"
+    );
+    api.create_ok(&order("after-restart")).await;
+    wait_status(&api, "after-restart", "created").await;
+    assert!(worker.running());
+}
+
 #[tokio::test]
 async fn a_worker_with_the_wrong_token_says_so_and_exits_non_zero() {
     let sim = TestSim::start();

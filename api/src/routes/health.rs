@@ -1,17 +1,15 @@
 //! `GET /alive` for the management system, and `PUT /kill`, the graceful stop of the pair.
 
-use std::time::{Duration, Instant};
-
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, web};
 use ferry_shared::answer::{Alive, Desired, Stopping, WorkerStatus};
 use ferry_shared::envelope::Success;
-use ferry_shared::job::{Counts, Status};
+use ferry_shared::job::Counts;
 
 use super::{ok, route};
 use crate::error::ApiError;
 use crate::metrics::Snapshot;
-use crate::state::AppState;
+use crate::state::{AppState, Stop};
 use crate::store::StoreError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -110,25 +108,9 @@ pub(super) async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, 
     ),
 )]
 pub(super) async fn kill(state: web::Data<AppState>) -> HttpResponse {
-    state.begin_stopping();
-    let grace = Duration::from_millis(state.settings.kill_grace_ms);
+    state.begin_stopping(Stop::Pair);
     let st = state.clone();
-    actix_web::rt::spawn(async move {
-        // A lease already past its directive check may still be granting jobs: after this,
-        // none is, and the processing count includes whatever it granted.
-        if let Err(e) = st.store.stop_leasing().await {
-            tracing::error!(error = ?e, "could not stop leasing");
-        }
-        let started = Instant::now();
-        while started.elapsed() < grace
-            && st.store.count(Status::Processing) > 0
-            && st.worker_connected()
-        {
-            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-        }
-        tracing::info!("stopping: intake closed, worker released");
-        st.stop.cancel();
-    });
+    actix_web::rt::spawn(async move { st.drain_then_stop().await });
     ok(
         StatusCode::ACCEPTED,
         "stopping: intake refused, the worker is told to finish and exit",
