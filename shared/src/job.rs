@@ -25,6 +25,18 @@ impl JobId {
     pub fn parse(s: &str) -> Option<Self> {
         uuid::Uuid::parse_str(s).ok().map(Self)
     }
+
+    /// When the id was made, in ms since the epoch: a UUID v7 starts with it. That is the job's
+    /// creation (within a millisecond), read without its record.
+    pub fn created_ms(&self) -> Option<i64> {
+        if self.0.get_version_num() != 7 {
+            return None;
+        }
+        let b = self.0.as_bytes();
+        Some(i64::from_be_bytes([
+            0, 0, b[0], b[1], b[2], b[3], b[4], b[5],
+        ]))
+    }
 }
 
 impl Default for JobId {
@@ -192,5 +204,23 @@ impl Counts {
             error: c[Status::Error.index()],
             cleared: c[Status::Cleared.index()],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_id_tells_when_it_was_made() {
+        let before = crate::now_ms();
+        let id = JobId::new();
+        let after = crate::now_ms();
+        let made = id.created_ms().unwrap();
+        assert!(
+            (before..=after).contains(&made),
+            "{before} <= {made} <= {after}"
+        );
+        assert_eq!(JobId::from_bytes([0; 16]).created_ms(), None, "not a v7");
     }
 }

@@ -1,6 +1,6 @@
 //! The store conformance suite: what every engine behind [`Kv`](super::Kv) must do, run against
 //! each of them through the real writer. FIFO by due time, idempotency, leases and their expiry,
-//! fencing of stale reports, heartbeats, clear, retry, the retry policy, pruning, the queue limit,
+//! the oldest waiting job, fencing of stale reports, heartbeats, clear, retry, the retry policy, pruning, the queue limit,
 //! listing, and recovery after a restart.
 
 use std::path::Path;
@@ -113,6 +113,31 @@ pub async fn jobs_are_leased_first_in_first_out_by_due_time(engine: Engine) {
     let (jobs, next_due) = store.lease("w".into(), 10, 30_000).await.unwrap();
     assert!(jobs.is_empty());
     assert!(next_due.is_some_and(|due| due > ferry_shared::now_ms() + 5_000));
+    close(store, writer).await;
+}
+
+pub async fn the_oldest_waiting_job_is_found_behind_newer_ones(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(engine, dir.path());
+    assert_eq!(store.oldest_waiting_ms().unwrap(), None);
+    let first = create(&store, "first").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    create(&store, "second").await;
+    // `first` fails and is due again later: it now sits behind `second` in the due index.
+    let leased = lease(&store, 1, 30_000).await.remove(0);
+    assert_eq!(leased.job_id, first);
+    report(&store, &leased, retry(Some(10_000))).await;
+    let created_ms = store.job(first).unwrap().unwrap().created_ms;
+    let oldest = store.oldest_waiting_ms().unwrap().expect("jobs wait");
+    assert!(
+        (created_ms - oldest).abs() <= 1,
+        "{oldest} is the first job's creation, {created_ms}"
+    );
+    for job in lease(&store, 10, 30_000).await {
+        report(&store, &job, created()).await;
+    }
+    assert_eq!(status(&store, first), Status::Placed, "still waiting");
+    assert_eq!(store.oldest_waiting_ms().unwrap(), Some(oldest));
     close(store, writer).await;
 }
 
@@ -493,6 +518,7 @@ macro_rules! suite {
         conformance!(
             $engine,
             jobs_are_leased_first_in_first_out_by_due_time,
+            the_oldest_waiting_job_is_found_behind_newer_ones,
             the_same_uniqueid_is_one_job_across_restarts,
             an_expired_lease_returns_the_job_and_fences_the_old_report,
             heartbeats_extend_leases_and_name_lost_ones,

@@ -44,21 +44,31 @@ pub fn job_by_uniqueid(
 
 /// Due jobs examined for the oldest waiting one: a retried job is due later than it was created,
 /// so the first due is not always the oldest; a bounded look is close enough for a gauge.
-pub const OLDEST_SCAN: usize = 1_000;
+pub const OLDEST_SCAN: usize = 10_000;
 
+/// When the oldest of the first [`OLDEST_SCAN`] waiting jobs was created. Read from the index
+/// keys alone: a job id is a UUID v7, which starts with its creation time, so no record is read
+/// (a record only for an id that is not v7).
 pub fn oldest_waiting_ms(kv: &dyn Kv) -> Result<Option<i64>, StoreError> {
     let prefix = keys::index_prefix(Status::Placed);
-    let mut ids = Vec::new();
+    let mut oldest: Option<i64> = None;
+    let mut other_ids = Vec::new();
+    let mut seen = 0;
     kv.scan(&prefix, &keys::prefix_end(&prefix), &mut |k, _| {
-        ids.extend(keys::trailing_id(k));
-        if ids.len() >= OLDEST_SCAN {
+        if let Some(id) = keys::trailing_id(k) {
+            match id.created_ms() {
+                Some(ms) => oldest = Some(oldest.map_or(ms, |o| o.min(ms))),
+                None => other_ids.push(id),
+            }
+        }
+        seen += 1;
+        if seen >= OLDEST_SCAN {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
     })?;
-    let mut oldest: Option<i64> = None;
-    for id in ids {
+    for id in other_ids {
         if let Some(j) = job(kv, id)? {
             oldest = Some(oldest.map_or(j.created_ms, |o| o.min(j.created_ms)));
         }
