@@ -39,7 +39,7 @@ fn default_lease_ms() -> u64 {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LeaseRequest {
     /// Names the worker in job logs and fences its reports: 1 to 128 characters.
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     pub worker_id: String,
     /// The most jobs to lease at once.
     #[serde(default = "default_max")]
@@ -131,7 +131,7 @@ pub struct ReportItem {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReportRequest {
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     pub worker_id: String,
     #[serde(deserialize_with = "strict::objects")]
     pub results: Vec<ReportItem>,
@@ -157,7 +157,7 @@ pub struct ReportResponse {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatRequest {
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     pub worker_id: String,
     #[serde(default)]
     pub lease_ids: Vec<LeaseId>,

@@ -206,11 +206,6 @@ fn amount(obj: &Map<String, Value>, errors: &mut BTreeMap<String, String>) -> Op
     }
 }
 
-/// The OpenAPI description of what [`parse_create`] accepts, built from the limits it checks.
-/// The legacy names and the JSON-string form are accepted too, as the description says.
-#[derive(Debug)]
-pub struct CreateRequest;
-
 /// A decimal number as dispensers write it: digits with at most one decimal point or comma, an
 /// optional `+`, spaces around. No exponent, no `inf`: nothing a person would type on a pump.
 fn decimal_text(s: &str) -> Option<f64> {
@@ -226,6 +221,11 @@ fn decimal_text(s: &str) -> Option<f64> {
     }
     t.replace(',', ".").parse().ok()
 }
+
+/// The OpenAPI description of what [`parse_create`] accepts, built from the limits it checks.
+/// The legacy names and the JSON-string form are accepted too, as the description says.
+#[derive(Debug)]
+pub struct CreateRequest;
 
 /// No control characters (Rust's `char::is_control`), and for required fields, not only spaces.
 const NO_CONTROL: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$";

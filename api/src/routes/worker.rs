@@ -10,7 +10,6 @@ use ferry_shared::protocol::{
     HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, MAX_LEASE_MAX, MAX_LEASE_MS,
     MAX_WAIT_MS, MIN_LEASE_MS, ReportRequest, ReportResponse,
 };
-
 use ferry_shared::strict::Object;
 use ferry_shared::target::WorkerConfig;
 
