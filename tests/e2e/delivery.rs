@@ -281,26 +281,33 @@ async fn two_workers_on_one_api_deliver_every_job_once() {
     assert_eq!(lines["replays"], 0, "no job was delivered twice");
 }
 
-#[tokio::test]
-async fn sigterm_lets_the_worker_finish_what_it_holds_and_exit_0() {
+/// An api and a worker with the job `in-hand` on its way to an ERP that takes 800 ms to answer.
+async fn delivering_in_hand() -> (TestSim, TestApi, TestWorker) {
     let sim = TestSim::start();
     sim.fault(serde_json::json!({"count": 1, "delay_ms": 800}))
         .await;
     let api = api_for(&sim).await;
-    let mut worker = worker(&api, &[]);
+    let worker = worker(&api, &[]);
     api.create_ok(&order("in-hand")).await;
     eventually("the delivery to start", Duration::from_secs(10), || async {
         (sim.lines().await["requests"] == 1).then_some(())
     })
     .await;
-    let pid = worker.pid().unwrap();
-    assert!(
-        std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status()
-            .unwrap()
-            .success()
-    );
+    (sim, api, worker)
+}
+
+fn sigterm(pid: u32) {
+    let sent = std::process::Command::new("kill")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {pid}: {sent}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_worker_finish_what_it_holds_and_exit_0() {
+    let (_sim, api, mut worker) = delivering_in_hand().await;
+    sigterm(worker.pid().unwrap());
     let status = worker.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{status}:\n{}", worker.output());
     assert_eq!(
@@ -314,24 +321,8 @@ async fn sigterm_lets_the_worker_finish_what_it_holds_and_exit_0() {
 /// comes back, though `Restart=on-failure` would not have started it again.
 #[tokio::test]
 async fn sigterm_to_the_api_takes_the_workers_report_and_keeps_the_worker() {
-    let sim = TestSim::start();
-    sim.fault(serde_json::json!({"count": 1, "delay_ms": 800}))
-        .await;
-    let mut api = api_for(&sim).await;
-    let mut worker = worker(&api, &[]);
-    api.create_ok(&order("in-hand")).await;
-    eventually("the delivery to start", Duration::from_secs(10), || async {
-        (sim.lines().await["requests"] == 1).then_some(())
-    })
-    .await;
-    let pid = api.pid().unwrap();
-    assert!(
-        std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status()
-            .unwrap()
-            .success()
-    );
+    let (_sim, mut api, mut worker) = delivering_in_hand().await;
+    sigterm(api.pid().unwrap());
     let status = api.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{status}");
     assert!(
