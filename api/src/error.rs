@@ -21,8 +21,13 @@ pub enum ApiError {
     BadRequest { code: ErrorCode, detail: String },
     #[error("{detail}")]
     NotFound { code: ErrorCode, detail: String },
+    /// `fields` names what conflicts, where the request has fields.
     #[error("{detail}")]
-    Conflict { code: ErrorCode, detail: String },
+    Conflict {
+        code: ErrorCode,
+        detail: String,
+        fields: BTreeMap<String, String>,
+    },
     #[error("a valid API key is required (x-api-key or Authorization: Bearer)")]
     Unauthorized,
     #[error("the body is larger than {0} bytes")]
@@ -98,6 +103,7 @@ impl ResponseError for ApiError {
                 ),
                 fields.clone(),
             ),
+            ApiError::Conflict { detail, fields, .. } => (detail.clone(), fields.clone()),
             ApiError::Store(e) => {
                 tracing::error!(error = ?e, "request failed in the store");
                 (

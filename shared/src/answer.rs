@@ -64,6 +64,54 @@ impl Desired {
     }
 }
 
+/// `POST /create`: the job, and whether this request placed it. Both answers are `200`, as the
+/// deployed client and the documented contract expect; `new` tells them apart.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Placed {
+    /// `true` when this request placed the job; `false` when the same order was placed before.
+    pub new: bool,
+    #[serde(flatten)]
+    pub job: JobView,
+}
+
+/// `GET /check_order_status`: the original service's answer, in its shape (not the envelope),
+/// for the pollers deployed against it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LegacyStatus {
+    pub unique_id: String,
+    pub status: LegacyStatusName,
+    /// Why it failed, or why it waits for another attempt; `null` otherwise.
+    pub reason: Option<String>,
+}
+
+/// The original service's status names: `received` is `placed`, `completed` is `created`, and
+/// `failed` is `error` (or `cleared`: an order an operator removed will not be done either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LegacyStatusName {
+    Received,
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl From<Status> for LegacyStatusName {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Placed => LegacyStatusName::Received,
+            Status::Processing => LegacyStatusName::Processing,
+            Status::Created => LegacyStatusName::Completed,
+            Status::Error | Status::Cleared => LegacyStatusName::Failed,
+        }
+    }
+}
+
+/// The original service's refusals on its status path: `{"error": "..."}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LegacyError {
+    pub error: String,
+}
+
 /// `GET /queue`: one page of jobs, oldest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct QueuePage {

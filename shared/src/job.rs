@@ -125,7 +125,12 @@ pub enum JobKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderLine {
     pub uniqueid: String,
+    /// The tenant's workshop: the one the order named, or this api's when it named none.
     pub workshop: String,
+    /// The legacy client's `dealer`: a label it sends with every order (a fixed value such as
+    /// "Gygag"), kept with the job for people to see and search, never compared with the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dealer: Option<String>,
     pub worksheet: String,
     pub product_nr: String,
     pub amount: f64,
@@ -163,6 +168,9 @@ pub struct JobView {
     pub uniqueid: String,
     pub status: Status,
     pub workshop: String,
+    /// The label the legacy client sent as `dealer`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dealer: Option<String>,
     pub worksheet: String,
     pub product_nr: String,
     pub amount: f64,

@@ -1,8 +1,12 @@
 //! Parse, don't validate: `POST /create` bodies become an [`OrderLine`] here, once, or a list of
 //! per-field errors that name the field.
 //!
-//! Accepts what the deployed OilMat client sends: the legacy field names (`unique_id`, `dealer`,
-//! `case_nr`, `product_amount`) and a body that is a JSON string holding the JSON object.
+//! Accepts what the deployed OilMat client sends: the legacy field names (`unique_id`, `case_nr`,
+//! `product_amount`), its `dealer` label, and a body that is a JSON string holding the JSON object.
+//!
+//! The process is the workshop: `workshop` may be left out, and when it is given it must name this
+//! tenant (a misrouted order must not reach another workshop's ERP). The legacy `dealer` is not the
+//! workshop: the deployed client sends a fixed label, which the original service only logged.
 
 use std::collections::BTreeMap;
 
@@ -39,7 +43,11 @@ const UNIQUEID: Text = Text {
     max_chars: 128,
 };
 const WORKSHOP: Text = Text {
-    names: &["workshop", "dealer"],
+    names: &["workshop"],
+    max_chars: 200,
+};
+const DEALER: Text = Text {
+    names: &["dealer"],
     max_chars: 200,
 };
 const WORKSHEET: Text = Text {
@@ -60,8 +68,28 @@ const PASSWORD: Text = Text {
 };
 const AMOUNT: &[&str] = &["amount", "product_amount"];
 
+/// A parsed `POST /create` body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedOrder {
+    pub order: OrderLine,
+    /// Fields the body had that no order field reads, sorted: accepted (old clients send extras)
+    /// but named in the answer, so a misspelt optional field does not vanish unseen.
+    pub ignored: Vec<String>,
+}
+
+/// Every field name an order is read from.
+const KNOWN: [&Text; 7] = [
+    &UNIQUEID,
+    &WORKSHOP,
+    &DEALER,
+    &WORKSHEET,
+    &PRODUCT_NR,
+    &USERNAME,
+    &PASSWORD,
+];
+
 /// Turns a request body into an order line for the instance serving `this_workshop`.
-pub fn parse_create(body: &[u8], this_workshop: &str) -> Result<OrderLine, CreateError> {
+pub fn parse_create(body: &[u8], this_workshop: &str) -> Result<ParsedOrder, CreateError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| CreateError::Malformed(format!("body is not valid JSON: {e}")))?;
     let value = match value {
@@ -78,13 +106,24 @@ pub fn parse_create(body: &[u8], this_workshop: &str) -> Result<OrderLine, Creat
             "body must be a JSON object".to_string(),
         ));
     };
-    parse_fields(&obj, this_workshop)
+    let order = parse_fields(&obj, this_workshop)?;
+    let mut ignored: Vec<String> = obj
+        .keys()
+        .filter(|k| {
+            !AMOUNT.contains(&k.as_str()) && !KNOWN.iter().any(|t| t.names.contains(&k.as_str()))
+        })
+        .cloned()
+        .collect();
+    ignored.sort();
+    Ok(ParsedOrder { order, ignored })
 }
 
 fn parse_fields(obj: &Map<String, Value>, this_workshop: &str) -> Result<OrderLine, CreateError> {
     let mut errors = BTreeMap::new();
     let uniqueid = required_text(obj, &UNIQUEID, &mut errors);
-    let workshop = required_text(obj, &WORKSHOP, &mut errors);
+    // Given, it must name this tenant: a blank one names nothing.
+    let workshop = text(obj, &WORKSHOP, &mut errors).flatten();
+    let dealer = optional_text(obj, &DEALER, &mut errors);
     let worksheet = required_text(obj, &WORKSHEET, &mut errors);
     let product_nr = required_text(obj, &PRODUCT_NR, &mut errors);
     let amount = amount(obj, &mut errors);
@@ -92,20 +131,19 @@ fn parse_fields(obj: &Map<String, Value>, this_workshop: &str) -> Result<OrderLi
     let password = optional_text(obj, &PASSWORD, &mut errors);
 
     if let Some(w) = &workshop
-        && TenantSlug::from_name(w) != TenantSlug::from_name(this_workshop)
+        && (w.is_empty() || TenantSlug::from_name(w) != TenantSlug::from_name(this_workshop))
     {
         errors.insert(
             WORKSHOP.names[0].to_string(),
             format!("this is the api of workshop '{this_workshop}', not '{w}'"),
         );
     }
-    match (uniqueid, workshop, worksheet, product_nr, amount) {
-        (Some(uniqueid), Some(workshop), Some(worksheet), Some(product_nr), Some(amount))
-            if errors.is_empty() =>
-        {
+    match (uniqueid, worksheet, product_nr, amount) {
+        (Some(uniqueid), Some(worksheet), Some(product_nr), Some(amount)) if errors.is_empty() => {
             Ok(OrderLine {
                 uniqueid,
-                workshop,
+                workshop: workshop.unwrap_or_else(|| this_workshop.to_string()),
+                dealer,
                 worksheet,
                 product_nr,
                 amount,
@@ -289,8 +327,9 @@ impl utoipa::PartialSchema for CreateRequest {
         };
         ObjectBuilder::new()
             .description(Some(
-                "One OilMat pumping. Fields are trimmed; unknown fields are ignored. The body may \
-                 also be a JSON string holding this object, as the deployed client sends it.",
+                "One OilMat pumping. Fields are trimmed; unknown fields are ignored (the answer's \
+                 message names them). The body may also be a JSON string holding this object, as \
+                 the deployed client sends it.",
             ))
             .property(
                 "uniqueid",
@@ -298,7 +337,21 @@ impl utoipa::PartialSchema for CreateRequest {
             )
             .property(
                 "workshop",
-                text(&WORKSHOP, true, "This api's workshop (compared ignoring case and punctuation)."),
+                text(
+                    &WORKSHOP,
+                    false,
+                    "This api's workshop (compared ignoring case and punctuation); an order naming \
+                     another is refused. Optional: the api is the workshop.",
+                ),
+            )
+            .property(
+                "dealer",
+                text(
+                    &DEALER,
+                    false,
+                    "A label the legacy client sends; kept with the job and searchable, never \
+                     compared with the workshop.",
+                ),
             )
             .property("worksheet", text(&WORKSHEET, true, "The worksheet (case) in the ERP."))
             .property("product_nr", text(&PRODUCT_NR, true, "The ERP's product number."))
@@ -322,7 +375,6 @@ impl utoipa::PartialSchema for CreateRequest {
                     .write_only(true),
             )
             .required(UNIQUEID.names[0])
-            .required(WORKSHOP.names[0])
             .required(WORKSHEET.names[0])
             .required(PRODUCT_NR.names[0])
             .required(AMOUNT[0])
@@ -335,7 +387,7 @@ mod tests {
     use super::*;
 
     fn fields(body: &str) -> BTreeMap<String, String> {
-        match parse_create(body.as_bytes(), "Bennys Auto") {
+        match parse_create(body.as_bytes(), "Bennys Auto").map(|p| p.order) {
             Err(CreateError::Fields(f)) => f,
             other => panic!("expected field errors, got {other:?}"),
         }
@@ -347,29 +399,51 @@ mod tests {
             br#"{"uniqueid":"u1","workshop":"Bennys Auto","worksheet":"558","product_nr":"10","amount":5}"#,
             "Bennys Auto",
         )
-        .unwrap();
+        .unwrap()
+        .order;
         assert_eq!((o.uniqueid.as_str(), o.amount), ("u1", 5.0));
         assert_eq!(o.password, None);
     }
 
     #[test]
     fn the_legacy_double_encoded_body_with_old_field_names_parses() {
-        let inner = r#"{"unique_id":"x-9","dealer":"bennys auto","case_nr":558,"product_nr":10,"product_amount":"2,5","username":"u","password":"p"}"#;
+        let inner = r#"{"unique_id":"x-9","dealer":"Gygag","case_nr":558,"product_nr":10,"product_amount":"2,5","username":"u","password":"p"}"#;
         let body = serde_json::to_string(inner).unwrap();
-        let o = parse_create(body.as_bytes(), "Bennys Auto").unwrap();
+        let o = parse_create(body.as_bytes(), "Bennys Auto").unwrap().order;
         assert_eq!(o.uniqueid, "x-9");
         assert_eq!(o.worksheet, "558");
         assert_eq!(o.product_nr, "10");
         assert_eq!(o.amount, 2.5);
         assert_eq!(o.password.unwrap().expose(), "p");
+        assert_eq!(
+            o.dealer.as_deref(),
+            Some("Gygag"),
+            "a label, not the tenant"
+        );
+        assert_eq!(o.workshop, "Bennys Auto", "the api is the workshop");
+    }
+
+    #[test]
+    fn unknown_fields_are_accepted_and_named() {
+        let p = parse_create(
+            br#"{"uniqueid":"u","worksheet":"1","product_nr":"1","amount":1,"note":"x","usrname":"a"}"#,
+            "Bennys Auto",
+        )
+        .unwrap();
+        assert_eq!(p.ignored, ["note", "usrname"]);
+        assert_eq!(p.order.username, None);
     }
 
     #[test]
     fn every_missing_field_is_named() {
         let f = fields("{}");
-        for k in ["uniqueid", "workshop", "worksheet", "product_nr", "amount"] {
+        for k in ["uniqueid", "worksheet", "product_nr", "amount"] {
             assert_eq!(f.get(k).map(String::as_str), Some("is required"), "{k}");
         }
+        assert!(
+            !f.contains_key("workshop"),
+            "the api is the workshop: {f:?}"
+        );
     }
 
     #[test]
@@ -388,6 +462,16 @@ mod tests {
             r#"{"uniqueid":"u","workshop":"Other Garage","worksheet":"1","product_nr":"1","amount":1}"#,
         );
         assert!(f["workshop"].contains("Bennys Auto"));
+        // The documented field is checked even beside a legacy label.
+        let f = fields(
+            r#"{"uniqueid":"u","workshop":"Other Garage","dealer":"Gygag","worksheet":"1","product_nr":"1","amount":1}"#,
+        );
+        assert!(f["workshop"].contains("Other Garage"), "{f:?}");
+        assert!(!f.contains_key("dealer"), "{f:?}");
+        let f = fields(
+            r#"{"uniqueid":"u","workshop":" ","worksheet":"1","product_nr":"1","amount":1}"#,
+        );
+        assert!(f.contains_key("workshop"), "blank names no workshop: {f:?}");
     }
 
     #[test]

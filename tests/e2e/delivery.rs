@@ -181,7 +181,7 @@ async fn kill_stops_both_processes_with_exit_0_and_loses_nothing() {
     })
     .await;
     let (status, _) = api.put("/kill").await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(status, StatusCode::OK);
     let w = worker.wait_exit(Duration::from_secs(30));
     let a = api.wait_exit(Duration::from_secs(30));
     assert!(w.success(), "worker exit {w}:\n{}", worker.output());

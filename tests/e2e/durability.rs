@@ -30,7 +30,7 @@ async fn a_restart_keeps_the_queue_the_statuses_and_the_worker_state() {
     for graceful in [false, true] {
         if graceful {
             let (status, _) = api.put("/kill").await;
-            assert_eq!(status, StatusCode::ACCEPTED);
+            assert_eq!(status, StatusCode::OK);
             assert!(api.wait_exit(Duration::from_secs(20)).success());
             api.start_again();
         } else {

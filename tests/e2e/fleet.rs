@@ -129,7 +129,7 @@ async fn a_fleet_delivers_while_one_erp_is_down_shows_it_and_stops_losing_nothin
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(resp.status(), 201);
+            assert_eq!(resp.status(), 200);
         }
     }
     eventually(

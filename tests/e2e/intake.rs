@@ -6,8 +6,9 @@ use serde_json::json;
 async fn a_new_order_is_placed_and_its_status_can_be_asked_both_ways() {
     let api = TestApi::start().await;
     let (status, body) = api.create(&order("u-1")).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["success"], true);
+    assert_eq!(body["data"]["new"], true);
     assert_eq!(body["data"]["status"], "placed");
     assert_eq!(body["data"]["amount"], 5.0);
 
@@ -19,7 +20,11 @@ async fn a_new_order_is_placed_and_its_status_can_be_asked_both_ways() {
 
     let (status, legacy) = api.get("/check_order_status?unique_id=u-1").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(legacy["data"], body["data"]);
+    assert_eq!(
+        legacy,
+        json!({"unique_id": "u-1", "status": "received", "reason": null}),
+        "the original's shape and names"
+    );
 
     let (status, body) = api.status_of("nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -37,12 +42,23 @@ async fn the_same_uniqueid_answers_200_with_the_same_job_or_409_for_a_different_
     let (status, again) = api.create(&order("dup")).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["data"]["id"], first["id"]);
+    assert_eq!(again["data"]["new"], false);
+    assert!(again["message"].as_str().unwrap().contains("already"));
 
     let mut other = order("dup");
     other["amount"] = json!(7);
+    other["worksheet"] = json!("559");
     let (status, body) = api.create(&other).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "UNIQUEID_CONFLICT");
+    let fields = body["error"]["fields"].as_object().unwrap();
+    let mut named: Vec<&str> = fields.keys().map(String::as_str).collect();
+    named.sort();
+    assert_eq!(
+        named,
+        ["amount", "worksheet"],
+        "which fields differ: {body}"
+    );
 
     let (_, q) = api.get("/queue").await;
     assert_eq!(q["data"]["length"], 1, "never a second job: {q}");
@@ -65,8 +81,9 @@ async fn the_legacy_clients_double_encoded_body_with_old_field_names_is_accepted
                 .body(body),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(status, StatusCode::OK, "{answer}");
     let data = &answer["data"];
+    assert_eq!(data["dealer"], "Bennys Auto");
     assert_eq!(data["uniqueid"], "oilmat-77");
     assert_eq!(data["worksheet"], "558");
     assert_eq!(data["amount"], 2.5);
@@ -81,9 +98,13 @@ async fn every_bad_field_is_named_in_a_400() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["success"], false);
     assert_eq!(body["error"]["code"], "VALIDATION_FAILED");
-    for field in ["uniqueid", "workshop", "worksheet", "product_nr", "amount"] {
+    for field in ["uniqueid", "worksheet", "product_nr", "amount"] {
         assert_eq!(body["error"]["fields"][field], "is required", "{body}");
     }
+    assert!(
+        body["error"]["fields"].get("workshop").is_none(),
+        "the api is the workshop: {body}"
+    );
 
     for (field, value) in [
         ("amount", json!(-1)),
@@ -186,5 +207,38 @@ async fn a_full_queue_answers_503_with_retry_after_and_accepts_again_once_draine
     let (status, _) = api.put("/clear_queue").await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = api.create(&order("c")).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["new"], true);
+}
+
+#[tokio::test]
+async fn unknown_fields_are_accepted_and_named_and_refusals_are_counted() {
+    let api = TestApi::start().await;
+    let mut extra = order("extra-1");
+    extra["usrname"] = json!("ann");
+    let (status, body) = api.create(&extra).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("usrname"),
+        "{body}"
+    );
+    for _ in 0..3 {
+        let (status, _) = api.create(&json!({})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.base()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("ferry_intake_total{")
+            && l.contains("result=\"refused\"")
+            && l.ends_with(" 3")),
+        "{metrics}"
+    );
 }

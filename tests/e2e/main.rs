@@ -11,6 +11,8 @@ mod durability;
 mod fleet;
 /// POST /create: validation, idempotency, the legacy client, limits.
 mod intake;
+/// The deployed OilMat client and its pollers, byte for byte, beside a current client.
+mod legacy;
 /// Metrics, logs and request ids; secrets never shown.
 mod observability;
 /// The worker protocol drives a job through every state.

@@ -104,15 +104,16 @@ pub(super) async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, 
     path = "/kill",
     tag = "management",
     responses(
-        (status = 202, description = "Stopping: intake is refused from now on.", body = Success<Stopping>),
+        (status = 200, description = "Stopping: intake is refused from now on.", body = Success<Stopping>),
     ),
 )]
 pub(super) async fn kill(state: web::Data<AppState>) -> HttpResponse {
     state.begin_stopping(Stop::Pair);
     let st = state.clone();
     actix_web::rt::spawn(async move { st.drain_then_stop().await });
+    // 200, not 202: the original service's documented contract, which deployed managers check.
     ok(
-        StatusCode::ACCEPTED,
+        StatusCode::OK,
         "stopping: intake refused, the worker is told to finish and exit",
         Stopping { stopping: true },
     )

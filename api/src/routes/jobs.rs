@@ -1,13 +1,14 @@
-//! Upstream intake and job inspection: `POST /create`, `GET /get_order_status`,
-//! `GET /check_order_status`, `GET /jobs/{id}`, `GET /jobs/{id}/log`, `PUT /jobs/{id}/retry`.
+//! Upstream intake and job inspection: `POST /create`, `GET /get_order_status`, the original
+//! service's `GET /check_order_status`, `GET /jobs/{id}`, `GET /jobs/{id}/log`,
+//! `PUT /jobs/{id}/retry`.
 
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
-use ferry_shared::answer::JobLog;
+use ferry_shared::answer::{JobLog, LegacyError, LegacyStatus, Placed};
 use ferry_shared::envelope::{ErrorCode, Failure, Success};
-use ferry_shared::job::{EventView, JobId, JobView};
-use ferry_shared::validate::{CreateError, CreateRequest, parse_create};
+use ferry_shared::job::{EventView, JobId, JobView, Status};
+use ferry_shared::validate::{CreateError, CreateRequest, ParsedOrder, parse_create};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -22,7 +23,11 @@ use crate::store::{CreateOutcome, RetryOutcome};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(route(Method::POST, "/create", create))
         .service(route(Method::GET, "/get_order_status", order_status))
-        .service(route(Method::GET, "/check_order_status", order_status))
+        .service(route(
+            Method::GET,
+            "/check_order_status",
+            check_order_status,
+        ))
         .service(route(Method::GET, "/jobs/{id}", job))
         .service(route(Method::GET, "/jobs/{id}/log", job_log))
         .service(route(Method::PUT, "/jobs/{id}/retry", retry));
@@ -31,7 +36,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Places a job.
 ///
 /// One order line for the worker to put on the ERP's worksheet, exactly once. The job is on disk
-/// before the answer; posting the same `uniqueid` again is answered with the job already placed.
+/// before the answer. Posting the same `uniqueid` again with the same order is answered `200`
+/// too, with the job already placed: `data.new` says which (the deployed client counts an order
+/// as accepted only on exactly `200`, as the original service's contract says).
 // Reads the body itself (not `web::Json`): the deployed client sends a JSON string holding the
 // object, and every refusal must still be the envelope.
 #[utoipa::path(
@@ -40,20 +47,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     tag = "upstream",
     request_body(content = CreateRequest, content_type = "application/json"),
     responses(
-        (status = 201, description = "Placed: the job is stored and will be delivered.", body = Success<JobView>, links(
-            ("GetJob" = (operation_id = "job", parameters(("id" = "$response.body#/data/id")))),
-            ("GetJobLog" = (operation_id = "job_log", parameters(("id" = "$response.body#/data/id")))),
-            ("RetryJob" = (operation_id = "retry", parameters(("id" = "$response.body#/data/id")))),
-            ("GetOrderStatus" = (operation_id = "order_status", parameters(("uniqueid" = "$response.body#/data/uniqueid")))),
-        )),
-        (status = 200, description = "Already placed: this uniqueid is known with the same order.", body = Success<JobView>, links(
+        (status = 200, description = "Placed (`data.new` is `true`: the job is stored and will be delivered), or already placed (`data.new` is `false`: this uniqueid is known with the same order).", body = Success<Placed>, links(
             ("GetJob" = (operation_id = "job", parameters(("id" = "$response.body#/data/id")))),
             ("GetJobLog" = (operation_id = "job_log", parameters(("id" = "$response.body#/data/id")))),
             ("RetryJob" = (operation_id = "retry", parameters(("id" = "$response.body#/data/id")))),
             ("GetOrderStatus" = (operation_id = "order_status", parameters(("uniqueid" = "$response.body#/data/uniqueid")))),
         )),
         (status = 400, description = "`VALIDATION_FAILED`: fields missing or wrong, or another workshop's order (`error.fields` names them). `MALFORMED_JSON`: not JSON, or not an object. `BAD_BODY`: the body could not be read.", body = Failure),
-        (status = 409, description = "`UNIQUEID_CONFLICT`: the uniqueid is known with a different order.", body = Failure),
+        (status = 409, description = "`UNIQUEID_CONFLICT`: the uniqueid is known with a different order; `error.fields` names the fields that differ.", body = Failure),
         (status = 413, description = "`PAYLOAD_TOO_LARGE`: the body is over 64 KiB.", body = Failure),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body must be `application/json`.", body = Failure),
         (status = 503, description = "`QUEUE_FULL`: `max_queue` jobs are waiting. `SHUTTING_DOWN`: the api is stopping. `STORE_UNAVAILABLE`: the store failed. Retry after `Retry-After` seconds.", body = Failure),
@@ -64,8 +65,12 @@ pub(super) async fn create(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let refused = |e: ApiError| {
+        state.metrics.intake(Intake::Refused);
+        e
+    };
     if state.stopping() {
-        return Err(ApiError::ShuttingDown);
+        return Err(refused(ApiError::ShuttingDown));
     }
     let content_type = req
         .headers()
@@ -77,48 +82,73 @@ pub(super) async fn create(
         .next()
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
     {
-        return Err(ApiError::UnsupportedMediaType(format!(
+        return Err(refused(ApiError::UnsupportedMediaType(format!(
             "the body must be JSON (Content-Type: application/json), not '{content_type}'"
-        )));
+        ))));
     }
     let body = payload
         .to_bytes_limited(MAX_BODY)
         .await
-        .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY))?
-        .map_err(|e| ApiError::BadRequest {
-            code: ErrorCode::BadBody,
-            detail: format!("the body could not be read: {e}"),
+        .map_err(|_| refused(ApiError::PayloadTooLarge(MAX_BODY)))?
+        .map_err(|e| {
+            refused(ApiError::BadRequest {
+                code: ErrorCode::BadBody,
+                detail: format!("the body could not be read: {e}"),
+            })
         })?;
-    let order = parse_create(&body, &state.settings.workshop).map_err(|e| match e {
-        CreateError::Malformed(detail) => ApiError::BadRequest {
-            code: ErrorCode::MalformedJson,
-            detail,
-        },
-        CreateError::Fields(fields) => ApiError::Validation(fields),
-    })?;
+    let ParsedOrder { order, ignored } =
+        parse_create(&body, &state.settings.workshop).map_err(|e| {
+            refused(match e {
+                CreateError::Malformed(detail) => ApiError::BadRequest {
+                    code: ErrorCode::MalformedJson,
+                    detail,
+                },
+                CreateError::Fields(fields) => ApiError::Validation(fields),
+            })
+        })?;
     let uniqueid = order.uniqueid.clone();
+    let dealer = order.dealer.clone();
+    let ignored = ignored_note(&ignored);
     match state.store.create(order).await? {
         CreateOutcome::New(job) => {
             state.metrics.intake(Intake::Created);
-            tracing::debug!(job_id = %job.id, %uniqueid, "job placed");
-            Ok(ok(StatusCode::CREATED, "job placed", job.view()))
+            tracing::debug!(job_id = %job.id, %uniqueid, ?dealer, "job placed");
+            let placed = Placed {
+                new: true,
+                job: job.view(),
+            };
+            Ok(ok(StatusCode::OK, format!("job placed{ignored}"), placed))
         }
         CreateOutcome::Duplicate(job) => {
             state.metrics.intake(Intake::Duplicate);
+            let placed = Placed {
+                new: false,
+                job: job.view(),
+            };
             Ok(ok(
                 StatusCode::OK,
-                "already placed: this uniqueid is known with the same order",
-                job.view(),
+                format!("already placed: this uniqueid is known with the same order{ignored}"),
+                placed,
             ))
         }
-        CreateOutcome::Conflict(job) => {
+        CreateOutcome::Conflict(job, differing) => {
             state.metrics.intake(Intake::Conflict);
             Err(ApiError::Conflict {
                 code: ErrorCode::UniqueidConflict,
                 detail: format!(
-                    "uniqueid '{uniqueid}' is already used by job {} with a different order",
-                    job.id
+                    "uniqueid '{uniqueid}' is already used by job {} with a different {}",
+                    job.id,
+                    differing.join(", ")
                 ),
+                fields: differing
+                    .iter()
+                    .map(|f| {
+                        (
+                            f.to_string(),
+                            "differs from the order placed first".to_string(),
+                        )
+                    })
+                    .collect(),
             })
         }
         CreateOutcome::QueueFull => {
@@ -130,6 +160,25 @@ pub(super) async fn create(
             Err(ApiError::QueueFull)
         }
     }
+}
+
+/// " (fields ignored: a, b)" for the answer's message: the first few names, shortened.
+fn ignored_note(ignored: &[String]) -> String {
+    const SHOWN: usize = 5;
+    if ignored.is_empty() {
+        return String::new();
+    }
+    let mut names: Vec<String> = ignored
+        .iter()
+        .take(SHOWN)
+        .map(|n| n.chars().take(40).collect())
+        .collect();
+    if ignored.len() > SHOWN {
+        names.push(format!("and {} more", ignored.len() - SHOWN));
+    }
+    let note = format!(" (fields ignored: {})", names.join(", "));
+    tracing::info!("order{note}");
+    note
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -169,6 +218,69 @@ pub(super) async fn order_status(
         .job_by_uniqueid(uniqueid.trim())?
         .ok_or_else(|| ApiError::job_not_found(format_args!("with uniqueid '{uniqueid}'")))?;
     Ok(ok(StatusCode::OK, job.status.as_str(), job.view()))
+}
+
+/// Read as pairs (see [`check_order_status`]); this struct only describes them.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct LegacyStatusParams {
+    /// The order's `unique_id`, as the original service names it.
+    #[param(required = true, pattern = "\\S")]
+    unique_id: String,
+}
+
+/// Where an order stands, as the original service answered.
+///
+/// For the pollers deployed against the original service: its path, its parameter, its shape
+/// (`{unique_id, status, reason}`, not the envelope) and its status names: `received`,
+/// `processing`, `completed`, `failed`. New clients use `GET /get_order_status`.
+#[utoipa::path(
+    get,
+    path = "/check_order_status",
+    tag = "upstream",
+    params(LegacyStatusParams),
+    responses(
+        (status = 200, description = "The order's status in the original names; `reason` says why it failed or waits.", body = LegacyStatus),
+        (status = 400, description = "`unique_id` is missing.", body = LegacyError),
+        (status = 404, description = "No order has this `unique_id`: `{\"error\": \"Order not found\"}`.", body = LegacyError),
+    ),
+)]
+// The query is read as pairs, which cannot fail to parse: every refusal here is in the
+// original's shape, never the envelope.
+pub(super) async fn check_order_status(
+    state: web::Data<AppState>,
+    params: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let legacy_error = |status: StatusCode, error: &str| {
+        HttpResponse::build(status).json(LegacyError {
+            error: error.to_string(),
+        })
+    };
+    let Some(unique_id) = params
+        .into_inner()
+        .into_iter()
+        .find_map(|(k, v)| (k == "unique_id").then_some(v))
+        .filter(|u| !u.trim().is_empty())
+    else {
+        return Ok(legacy_error(
+            StatusCode::BAD_REQUEST,
+            "unique_id is required",
+        ));
+    };
+    let Some(job) = state.store.job_by_uniqueid(unique_id.trim())? else {
+        return Ok(legacy_error(StatusCode::NOT_FOUND, "Order not found"));
+    };
+    let reason = match (job.status, &job.reason_text, &job.reason_code) {
+        (Status::Cleared, _, _) => Some("cleared from the queue by an operator".to_string()),
+        (_, Some(text), Some(code)) => Some(format!("{code}: {text}")),
+        (_, text, _) => text.clone(),
+    };
+    Ok(HttpResponse::Ok().json(LegacyStatus {
+        unique_id: job.order.uniqueid,
+        status: job.status.into(),
+        reason,
+    }))
 }
 
 fn load(state: &AppState, id: &str) -> Result<Job, ApiError> {
@@ -266,6 +378,7 @@ pub(super) async fn retry(
                 job.id,
                 status.as_str()
             ),
+            fields: Default::default(),
         }),
     }
 }

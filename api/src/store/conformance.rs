@@ -39,6 +39,7 @@ fn order(uniqueid: &str) -> OrderLine {
     OrderLine {
         uniqueid: uniqueid.into(),
         workshop: "Bennys Auto".into(),
+        dealer: None,
         worksheet: "558".into(),
         product_nr: "10".into(),
         amount: 5.0,
@@ -148,11 +149,17 @@ pub async fn the_same_uniqueid_is_one_job_across_restarts(engine: Engine) {
     assert!(
         matches!(store.create(order("once")).await.unwrap(), CreateOutcome::Duplicate(j) if j.id == id)
     );
+    let mut relabelled = order("once");
+    relabelled.dealer = Some("Gygag".into());
+    assert!(
+        matches!(store.create(relabelled).await.unwrap(), CreateOutcome::Duplicate(j) if j.id == id),
+        "the dealer label is not part of the order"
+    );
     let mut other = order("once");
     other.amount = 6.0;
     assert!(matches!(
         store.create(other.clone()).await.unwrap(),
-        CreateOutcome::Conflict(_)
+        CreateOutcome::Conflict(_, fields) if fields == ["amount"]
     ));
     close(store, writer).await;
     let (store, writer) = open(engine, dir.path());
@@ -161,7 +168,7 @@ pub async fn the_same_uniqueid_is_one_job_across_restarts(engine: Engine) {
     );
     assert!(matches!(
         store.create(other).await.unwrap(),
-        CreateOutcome::Conflict(_)
+        CreateOutcome::Conflict(_, _)
     ));
     assert_eq!(store.count(Status::Placed), 1);
     close(store, writer).await;

@@ -246,10 +246,11 @@ impl Machine {
         now: i64,
     ) -> Result<CreateOutcome, StoreError> {
         if let Some(existing) = read::job_by_uniqueid(self, &order.uniqueid)? {
-            return Ok(if existing.order.same_as(&order) {
+            let differing = existing.order.differences(&order);
+            return Ok(if differing.is_empty() {
                 CreateOutcome::Duplicate(existing)
             } else {
-                CreateOutcome::Conflict(existing)
+                CreateOutcome::Conflict(existing, differing)
             });
         }
         let open = self.counts[Status::Placed.index()] + self.counts[Status::Processing.index()];

@@ -172,7 +172,8 @@ impl WriterHandle {
 pub enum CreateOutcome {
     New(Job),
     Duplicate(Job),
-    Conflict(Job),
+    /// The uniqueid is known with a different order: the fields that differ.
+    Conflict(Job, Vec<&'static str>),
     QueueFull,
 }
 

@@ -27,6 +27,9 @@ pub enum StoredMeta {
 pub struct Order {
     pub uniqueid: String,
     pub workshop: String,
+    /// The legacy client's label (absent from records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dealer: Option<String>,
     pub worksheet: String,
     pub product_nr: String,
     pub amount: f64,
@@ -130,6 +133,7 @@ impl From<&OrderLine> for Order {
         Self {
             uniqueid: o.uniqueid.clone(),
             workshop: o.workshop.clone(),
+            dealer: o.dealer.clone(),
             worksheet: o.worksheet.clone(),
             product_nr: o.product_nr.clone(),
             amount: o.amount,
@@ -140,9 +144,22 @@ impl From<&OrderLine> for Order {
 }
 
 impl Order {
-    /// Whether a repeated `POST /create` carries the same order (then it is a harmless replay).
-    pub fn same_as(&self, o: &OrderLine) -> bool {
-        *self == Order::from(o)
+    /// The fields in which a repeated `POST /create` differs from this order; none means it is
+    /// the same order (a harmless replay). The workshop is this tenant whatever its spelling, and
+    /// the `dealer` label names no part of the order, so neither is compared.
+    pub fn differences(&self, o: &OrderLine) -> Vec<&'static str> {
+        let password = o.password.as_ref().map(|p| p.expose());
+        [
+            ("worksheet", self.worksheet == o.worksheet),
+            ("product_nr", self.product_nr == o.product_nr),
+            ("amount", self.amount == o.amount),
+            ("username", self.username == o.username),
+            ("password", self.password.as_ref() == password),
+        ]
+        .into_iter()
+        .filter(|(_, same)| !same)
+        .map(|(field, _)| field)
+        .collect()
     }
 
     pub fn for_delivery(&self) -> DeliveryOrder {
@@ -175,6 +192,7 @@ impl Job {
             uniqueid: self.order.uniqueid.clone(),
             status: self.status,
             workshop: self.order.workshop.clone(),
+            dealer: self.order.dealer.clone(),
             worksheet: self.order.worksheet.clone(),
             product_nr: self.order.product_nr.clone(),
             amount: self.order.amount,
@@ -198,6 +216,7 @@ impl Job {
             self.order.uniqueid.as_str(),
             &self.order.worksheet,
             &self.order.product_nr,
+            self.order.dealer.as_deref().unwrap_or(""),
             self.order.username.as_deref().unwrap_or(""),
             self.reason_code.as_deref().unwrap_or(""),
             self.reason_text.as_deref().unwrap_or(""),
