@@ -8,8 +8,15 @@
 //! key by key into the data tree, then flushed once. sled recovers a prefix of its log, so after
 //! a crash either the redo record is whole (and replaying it completes the group) or neither it
 //! nor anything after it survived. Opening replays the last record; replaying is idempotent.
+//!
+//! A group of one write needs no redo record (sled applies one insert atomically), but it must
+//! not leave an older group's record behind: replayed on the next open, that record would undo
+//! this write. So the first one-write group after a larger one removes the record before its own
+//! write (in log order, so a surviving write implies a surviving removal); later one-write groups
+//! find nothing to remove and cost nothing extra.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Batch, Kv, StoreError, Visitor};
 
@@ -22,6 +29,8 @@ const REDO_KEY: &[u8] = b"last-group";
 pub struct SledKv {
     db: sled::Db,
     redo: sled::Tree,
+    /// Whether the redo tree holds a record (only the writer thread applies, so no race).
+    redo_held: AtomicBool,
 }
 
 fn engine(e: sled::Error) -> StoreError {
@@ -36,12 +45,17 @@ impl SledKv {
             .open()
             .map_err(engine)?;
         let redo = db.open_tree(REDO_TREE).map_err(engine)?;
-        let kv = Self { db, redo };
+        let kv = Self {
+            db,
+            redo,
+            redo_held: AtomicBool::new(false),
+        };
         if let Some(record) = kv.redo.get(REDO_KEY).map_err(engine)? {
             let batch = decode_redo(&record).ok_or_else(|| {
                 StoreError::Engine("the store's redo record is unreadable".into())
             })?;
             kv.write_each(batch)?;
+            kv.redo_held.store(true, Ordering::Relaxed);
             kv.db.flush().map_err(engine)?;
         }
         Ok(kv)
@@ -79,6 +93,10 @@ impl Kv for SledKv {
             self.redo
                 .insert(REDO_KEY, encode_redo(&batch))
                 .map_err(engine)?;
+            self.redo_held.store(true, Ordering::Relaxed);
+        } else if self.redo_held.load(Ordering::Relaxed) {
+            self.redo.remove(REDO_KEY).map_err(engine)?;
+            self.redo_held.store(false, Ordering::Relaxed);
         }
         self.write_each(batch)
     }
@@ -159,6 +177,27 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(decode_redo(&bytes[..cut]).is_none(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_one_write_group_after_a_larger_one_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |k: &[u8], v: &[u8]| (k.to_vec(), Some(v.to_vec()));
+        {
+            let kv = SledKv::open(dir.path()).unwrap();
+            kv.apply(Batch {
+                ops: vec![put(b"k", b"v1"), put(b"x", b"1")],
+            })
+            .unwrap();
+            kv.apply(Batch {
+                ops: vec![put(b"k", b"v2")],
+            })
+            .unwrap();
+            kv.flush().unwrap();
+        }
+        let kv = SledKv::open(dir.path()).unwrap();
+        assert_eq!(kv.get(b"k").unwrap().as_deref(), Some(&b"v2"[..]));
+        assert_eq!(kv.redo.get(REDO_KEY).unwrap(), None, "the record went");
     }
 
     #[test]
