@@ -316,6 +316,41 @@ async fn sigterm_lets_the_worker_finish_what_it_holds_and_exit_0() {
     );
 }
 
+#[tokio::test]
+async fn a_second_sigterm_stops_the_worker_at_once_and_its_job_is_delivered_later() {
+    let sim = TestSim::start();
+    sim.fault(serde_json::json!({"count": 1, "delay_ms": 60_000}))
+        .await;
+    let api = api_for(&sim).await;
+    let mut w = worker(&api, &["--grace-ms", "60000", "--lease-ms", "2000"]);
+    api.create_ok(&order("stuck")).await;
+    eventually("the delivery to start", Duration::from_secs(10), || async {
+        (sim.lines().await["requests"] == 1).then_some(())
+    })
+    .await;
+    sigterm(w.pid().unwrap());
+    eventually(
+        "the first signal to be heard",
+        Duration::from_secs(10),
+        || async {
+            w.output()
+                .contains("a second signal exits at once")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(w.running(), "the first signal waits for the job in hand");
+    sigterm(w.pid().unwrap());
+    // Far less than the 60 s the ERP and the grace would take.
+    let status = w.wait_exit(Duration::from_secs(10));
+    assert!(!status.success(), "{status}");
+    assert!(w.output().contains("second signal"), "{}", w.output());
+
+    let _next = worker(&api, &[]);
+    wait_status(&api, "stuck", "created").await;
+    assert_eq!(sim.lines().await["count"], 1, "one line, not two");
+}
+
 /// A restart of the api alone (SIGTERM, as systemd or an upgrade sends it) waits for the worker
 /// to report what it holds, and tells it to pause rather than exit: it is there when the api
 /// comes back, though `Restart=on-failure` would not have started it again.

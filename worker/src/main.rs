@@ -78,10 +78,19 @@ async fn main() -> anyhow::Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+            _ = term.recv() => tracing::info!("SIGTERM: finishing the jobs in hand (a second signal exits at once)"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing the jobs in hand (a second signal exits at once)"),
         }
         on_signal.cancel();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        // Nothing is lost: the api hands the jobs in flight out again when their leases expire.
+        tracing::warn!(
+            "second signal: exiting at once; jobs in flight return to the queue when their leases expire"
+        );
+        std::process::exit(1);
     });
     tracing::info!(worker_id = %settings.worker_id, api = %settings.api, "ferry-worker starting");
     ferry_worker::run_until_stopped(settings, shutdown)
