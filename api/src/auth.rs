@@ -48,12 +48,11 @@ fn presented_key(req: &ServiceRequest) -> Option<&str> {
         .or_else(|| auth.strip_prefix("bearer "))
 }
 
-/// Compares without an early exit, so the time taken does not reveal how much of a guess matched.
+/// Compares without an early exit (`subtle`), so the time taken does not reveal how much of a
+/// guess matched; only a wrong length answers sooner.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]

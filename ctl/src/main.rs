@@ -82,15 +82,14 @@ async fn main() {
     }
 }
 
+/// A query value, encoded but for the commas that separate statuses.
 fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b',' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    const KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b',');
+    percent_encoding::utf8_percent_encode(s, KEPT).to_string()
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
