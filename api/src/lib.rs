@@ -6,6 +6,7 @@ pub mod cli;
 pub mod error;
 pub mod metrics;
 pub mod routes;
+pub mod shutdown;
 pub mod startup;
 pub mod state;
 pub mod store;

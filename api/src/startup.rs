@@ -1,19 +1,17 @@
 //! Builds the application from settings: opens the store, binds, starts the server and the
-//! maintenance tasks (lease expiry, pruning), and wires shutdown (signals and `PUT /kill`).
+//! maintenance tasks (lease expiry, pruning), and hands the server to [`crate::shutdown`].
 
 use std::net::{IpAddr, TcpListener};
 use std::time::Duration;
 
+use crate::state::AppState;
+use crate::store::{Engine, Limits, PruneBefore, Store, StoreError, WriterHandle};
+use crate::{auth, routes, shutdown, telemetry};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use ferry_shared::config::Settings;
 use ferry_shared::target::WorkerConfig;
-use tokio_util::sync::CancellationToken;
-
-use crate::state::{AppState, Stop};
-use crate::store::{Engine, Limits, Store, StoreError, WriterHandle};
-use crate::{auth, routes, telemetry};
 
 /// How often expired leases are handed back.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -95,8 +93,7 @@ impl Application {
             .map_err(|e| StartupError::Bind(addr.clone(), e))?
             .port();
         let workers = settings.workers;
-        let stop = CancellationToken::new();
-        let state = web::Data::new(AppState::new(store, settings, worker_config, stop.clone()));
+        let state = web::Data::new(AppState::new(store, settings, worker_config));
         let app_state = state.clone();
         let document = web::Data::new(routes::DocumentJson::default());
         let server = HttpServer::new(move || {
@@ -114,14 +111,7 @@ impl Application {
         .map_err(|e| StartupError::Bind(addr.clone(), e))?
         .run();
 
-        let handle = server.handle();
-        let st = state.clone();
-        actix_web::rt::spawn(async move {
-            st.stop.cancelled().await;
-            st.begin_stopping(Stop::Api);
-            handle.stop(true).await;
-        });
-        spawn_signal_watch(state.clone());
+        shutdown::spawn(state.clone(), server.handle());
         spawn_maintenance(state.clone());
         let c = state.store.counts();
         tracing::info!(
@@ -152,32 +142,6 @@ impl Application {
     }
 }
 
-/// SIGINT and SIGTERM stop at once (no wait for the worker: its leases expire and nothing is lost).
-fn spawn_signal_watch(state: web::Data<AppState>) {
-    actix_web::rt::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = ?e, "cannot watch SIGTERM");
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping; a connected worker may report first"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping; a connected worker may report first"),
-            _ = state.stop.cancelled() => return,
-        }
-        state.begin_stopping(Stop::Api);
-        // A second signal stops at once.
-        tokio::select! {
-            _ = state.drain_then_stop() => {}
-            _ = term.recv() => state.stop.cancel(),
-            _ = tokio::signal::ctrl_c() => state.stop.cancel(),
-        }
-    });
-}
-
 fn spawn_maintenance(state: web::Data<AppState>) {
     let st = state.clone();
     actix_web::rt::spawn(async move {
@@ -185,7 +149,7 @@ fn spawn_maintenance(state: web::Data<AppState>) {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = st.stop.cancelled() => return,
+                _ = st.shutdown.server_stopping() => return,
             }
             match st.store.expire_leases().await {
                 Ok(0) => {}
@@ -198,21 +162,30 @@ fn spawn_maintenance(state: web::Data<AppState>) {
         }
     });
     actix_web::rt::spawn(async move {
-        let retention_ms = state.settings.retention_hours as i64 * 3_600_000;
+        const HOUR_MS: i64 = 3_600_000;
+        let retention_ms = state.settings.retention_hours as i64 * HOUR_MS;
+        let error_retention_ms = match state.settings.error_retention_hours {
+            0 => None,
+            h => Some(h as i64 * HOUR_MS),
+        };
         let every = Duration::from_millis(state.settings.prune_every_ms);
         let mut tick = actix_web::rt::time::interval(every);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = state.stop.cancelled() => return,
+                _ = state.shutdown.server_stopping() => return,
             }
-            let before = ferry_shared::now_ms() - retention_ms;
+            let now = ferry_shared::now_ms();
+            let before = PruneBefore {
+                done_ms: now - retention_ms,
+                error_ms: error_retention_ms.map(|r| now - r),
+            };
             let mut total = 0;
             loop {
                 match state.store.prune(before, PRUNE_CHUNK).await {
                     Ok(n) => {
                         total += n;
-                        if n < PRUNE_CHUNK as u64 || state.stop.is_cancelled() {
+                        if n < PRUNE_CHUNK as u64 || state.shutdown.is_server_stopping() {
                             break;
                         }
                     }

@@ -2,27 +2,14 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::metrics::Metrics;
+use crate::shutdown::{Shutdown, Stop};
+use crate::store::Store;
 use ferry_shared::config::Settings;
-use ferry_shared::job::Status;
 use ferry_shared::protocol::Directive;
 use ferry_shared::target::WorkerConfig;
-use tokio_util::sync::CancellationToken;
-
-use crate::metrics::Metrics;
-use crate::store::Store;
-
-/// Why the api stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Stop {
-    /// A signal: the api stops, its worker pauses until it is back.
-    Api = 1,
-    /// `PUT /kill`: the pair stops; the worker is told to exit.
-    Pair = 2,
-}
 
 pub struct AppState {
     pub store: Store,
@@ -31,73 +18,39 @@ pub struct AppState {
     pub worker_config: Option<WorkerConfig>,
     pub started: Instant,
     pub metrics: Metrics,
-    /// 0 while running, then a [`Stop`] as `u8`: intake is refused from then on.
-    stopping: AtomicU8,
-    /// Fired when the HTTP server should stop (after the worker has handed back its jobs).
-    pub stop: CancellationToken,
+    /// Whether and why the api is stopping (see [`crate::shutdown`]).
+    pub shutdown: Shutdown,
     /// When each worker was last heard from (lease, report or heartbeat).
     workers_seen: Mutex<HashMap<String, Instant>>,
 }
 
 impl AppState {
-    pub fn new(
-        store: Store,
-        settings: Settings,
-        worker_config: Option<WorkerConfig>,
-        stop: CancellationToken,
-    ) -> Self {
+    pub fn new(store: Store, settings: Settings, worker_config: Option<WorkerConfig>) -> Self {
         Self {
             store,
             settings,
             worker_config,
             started: Instant::now(),
             metrics: Metrics::default(),
-            stopping: AtomicU8::new(0),
-            stop,
+            shutdown: Shutdown::default(),
             workers_seen: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Intake is refused from now on.
     pub fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed) != 0
-    }
-
-    /// Refuse intake from now on and wake long-polling workers so they hear the directive. A
-    /// stop of the pair is never downgraded to a stop of the api alone.
-    pub fn begin_stopping(&self, stop: Stop) {
-        self.stopping.fetch_max(stop as u8, Ordering::Relaxed);
-        self.store.work_notify().notify_waiters();
+        self.shutdown.is_stopping()
     }
 
     pub fn directive(&self) -> Directive {
-        match self.stopping.load(Ordering::Relaxed) {
-            s if s == Stop::Pair as u8 => Directive::Exit,
+        match self.shutdown.reason() {
+            Some(Stop::Pair) => Directive::Exit,
             // The api is going away but will be back: the worker finishes what it holds and
             // waits for it, rather than exiting where no supervisor would start it again.
-            s if s == Stop::Api as u8 => Directive::Pause,
-            _ if self.store.worker_running() => Directive::Run,
-            _ => Directive::Pause,
+            Some(Stop::Api) => Directive::Pause,
+            None if self.store.worker_running() => Directive::Run,
+            None => Directive::Pause,
         }
-    }
-
-    /// Stops leasing, gives a connected worker up to `kill_grace_ms` to report the jobs it holds
-    /// (so none waits for its lease to expire), then stops the server. `begin_stopping` first.
-    pub async fn drain_then_stop(&self) {
-        // A lease already past its directive check may still be granting jobs: after this,
-        // none is, and the processing count includes whatever it granted.
-        if let Err(e) = self.store.stop_leasing().await {
-            tracing::error!(error = ?e, "could not stop leasing");
-        }
-        let grace = Duration::from_millis(self.settings.kill_grace_ms);
-        let started = Instant::now();
-        while started.elapsed() < grace
-            && self.store.count(Status::Processing) > 0
-            && self.worker_connected()
-        {
-            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-        }
-        tracing::info!("stopping: intake closed, worker released");
-        self.stop.cancel();
     }
 
     pub fn saw_worker(&self, worker_id: &str) {

@@ -44,6 +44,8 @@ pub struct Settings {
     pub worker_token: Option<Secret<String>>,
     pub max_queue: u64,
     pub retention_hours: u64,
+    /// How long jobs in `error` are kept; 0: until retried or cleared.
+    pub error_retention_hours: u64,
     pub prune_every_ms: u64,
     pub kill_grace_ms: u64,
     pub worker_seen_ms: u64,

@@ -9,7 +9,8 @@ use ferry_shared::job::Counts;
 use super::{ok, route};
 use crate::error::ApiError;
 use crate::metrics::Snapshot;
-use crate::state::{AppState, Stop};
+use crate::shutdown::{self, Stop};
+use crate::state::AppState;
 use crate::store::StoreError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -108,9 +109,7 @@ pub(super) async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, 
     ),
 )]
 pub(super) async fn kill(state: web::Data<AppState>) -> HttpResponse {
-    state.begin_stopping(Stop::Pair);
-    let st = state.clone();
-    actix_web::rt::spawn(async move { st.drain_then_stop().await });
+    shutdown::begin(&state, Stop::Pair);
     // 200, not 202: the original service's documented contract, which deployed managers check.
     ok(
         StatusCode::OK,

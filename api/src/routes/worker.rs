@@ -141,7 +141,7 @@ pub(super) async fn lease(
         tokio::select! {
             _ = notified => {}
             _ = tokio::time::sleep_until(wake) => {}
-            _ = state.stop.cancelled() => {}
+            _ = state.shutdown.server_stopping() => {}
         }
     }
 }

@@ -10,9 +10,9 @@ use ferry_shared::config::RetryConfig;
 use ferry_shared::job::{JobId, OrderLine, Status};
 use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome, ReportItem};
 
-use super::machine::{Command, Machine, Reply};
+use super::machine::{Answer, Command, Machine};
 use super::read::{Cursor, ListQuery};
-use super::{CreateOutcome, Engine, Limits, RetryOutcome, Store, WriterHandle};
+use super::{CreateOutcome, Engine, Limits, PruneBefore, RetryOutcome, Store, WriterHandle};
 
 fn limits() -> Limits {
     Limits {
@@ -284,45 +284,48 @@ pub async fn an_operator_retry_restarts_the_age_limit(engine: Engine) {
     let mut m = Machine::recover(engine.open(dir.path()).unwrap(), limits()).unwrap();
     let hour = 3_600_000;
     let t0 = ferry_shared::now_ms();
-    let mut step = |cmd: Command, now: i64| {
-        let reply = m.apply(cmd, now).unwrap();
+    // One command at `now`, its group written, its answer taken.
+    fn step<T>(m: &mut Machine, now: i64, make: impl FnOnce(Answer<T>) -> Command) -> T {
+        let (answer, mut rx) = tokio::sync::oneshot::channel();
+        let pending = m.apply(make(answer), now);
         m.write_group().unwrap();
-        reply
+        pending.send(Ok(()));
+        rx.try_recv().unwrap().unwrap()
+    }
+    let lease = |m: &mut Machine, now: i64| -> LeasedJob {
+        step(m, now, |answer| Command::Lease {
+            worker_id: "w".into(),
+            max: 1,
+            lease_ms: 30_000,
+            answer,
+        })
+        .0
+        .remove(0)
     };
-    let leased = |reply: Reply| match reply {
-        Reply::Leased { mut jobs, .. } => jobs.remove(0),
-        _ => panic!("not a lease"),
-    };
-    let fail = |job: &LeasedJob| Command::Report {
-        worker_id: "w".into(),
-        items: vec![ReportItem {
+    let fail = |m: &mut Machine, job: &LeasedJob, now: i64| -> Option<Status> {
+        let items = vec![ReportItem {
             job_id: job.job_id,
             lease_id: job.lease_id,
             outcome: retry(None),
             detail: AttemptDetail::default(),
-        }],
+        }];
+        step(m, now, |answer| Command::Report {
+            worker_id: "w".into(),
+            items,
+            answer,
+        })
+        .remove(0)
+        .status
     };
-    let status_after = |reply: Reply| match reply {
-        Reply::Reported(mut acks) => acks.remove(0).status,
-        _ => panic!("not a report"),
-    };
-    let lease_cmd = || Command::Lease {
-        worker_id: "w".into(),
-        max: 1,
-        lease_ms: 30_000,
-    };
-    step(Command::Create(order("old")), t0);
-    let job = leased(step(lease_cmd(), t0));
+    step(&mut m, t0, |a| Command::Create(order("old"), a));
+    let job = lease(&mut m, t0);
     // 49 hours later the first failure is past max_age_hours (48): error.
-    assert_eq!(
-        status_after(step(fail(&job), t0 + 49 * hour)),
-        Some(Status::Error)
-    );
+    assert_eq!(fail(&mut m, &job, t0 + 49 * hour), Some(Status::Error));
     // An operator puts it back; its next failure is retried, not given up.
-    step(Command::Retry(job.job_id), t0 + 50 * hour);
-    let job = leased(step(lease_cmd(), t0 + 50 * hour));
+    step(&mut m, t0 + 50 * hour, |a| Command::Retry(job.job_id, a));
+    let job = lease(&mut m, t0 + 50 * hour);
     assert_eq!(
-        status_after(step(fail(&job), t0 + 50 * hour + 1_000)),
+        fail(&mut m, &job, t0 + 50 * hour + 1_000),
         Some(Status::Placed)
     );
 }
@@ -331,29 +334,56 @@ pub async fn pruning_removes_finished_jobs_and_frees_their_uniqueids(engine: Eng
     let dir = tempfile::tempdir().unwrap();
     let (store, writer) = open(engine, dir.path());
     let done = create(&store, "done").await;
+    let failed = create(&store, "failed").await;
     let open_job = create(&store, "open").await;
-    let job = lease(&store, 1, 30_000).await.remove(0);
-    assert_eq!(job.job_id, done);
-    report(&store, &job, created()).await;
+    let jobs = lease(&store, 2, 30_000).await;
+    assert_eq!((jobs[0].job_id, jobs[1].job_id), (done, failed));
+    report(&store, &jobs[0], created()).await;
+    let rejected = Outcome::Failed {
+        reason_code: "ERP_REJECTED".into(),
+        reason_text: "no such worksheet".into(),
+    };
+    report(&store, &jobs[1], rejected).await;
+    let now = ferry_shared::now_ms;
+    let before = |done_ms: i64, error_ms: Option<i64>| PruneBefore { done_ms, error_ms };
     assert_eq!(
         store
-            .prune(ferry_shared::now_ms() - 60_000, 100)
+            .prune(before(now() - 60_000, Some(now() - 60_000)), 100)
             .await
             .unwrap(),
         0,
         "too recent"
     );
     assert_eq!(
-        store.prune(ferry_shared::now_ms() + 1, 100).await.unwrap(),
-        1
+        store.prune(before(now() + 1, None), 100).await.unwrap(),
+        1,
+        "errors kept until retried or cleared"
     );
     assert!(store.job(done).unwrap().is_none());
     assert!(store.job_by_uniqueid("done").unwrap().is_none());
+    assert_eq!(status(&store, failed), Status::Error);
+    assert_eq!(
+        store
+            .prune(before(now() + 1, Some(now() - 60_000)), 100)
+            .await
+            .unwrap(),
+        0,
+        "errors have their own, longer retention"
+    );
+    assert_eq!(
+        store
+            .prune(before(now() + 1, Some(now() + 1)), 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.job(failed).unwrap().is_none());
     assert!(
         store.job(open_job).unwrap().is_some(),
         "open jobs are never pruned"
     );
     assert_eq!(store.count(Status::Created), 0);
+    assert_eq!(store.count(Status::Error), 0);
     assert!(matches!(
         store.create(order("done")).await.unwrap(),
         CreateOutcome::New(_)

@@ -21,6 +21,8 @@ use std::mem;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use tokio::sync::oneshot;
+
 use ferry_shared::job::{JobId, JobKind, LeaseId, OrderLine, Status};
 use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome, ReportAck, ReportItem};
 use ferry_shared::retry::{Decision, decide};
@@ -36,50 +38,105 @@ pub const LEASE_EXPIRED: &str = "LEASE_EXPIRED";
 const EXPIRE_CHUNK: usize = 1_000;
 const MAX_TEXT: usize = 1_000;
 
+/// Where a command's answer goes: each command has its own answer type, so the compiler checks
+/// that every command is answered with what its caller expects.
+pub type Answer<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// What a lease call got: the jobs, and when the next job not yet due becomes due.
+pub type Leased = (Vec<LeasedJob>, Option<i64>);
+/// What a heartbeat did: the leases extended, and those no longer held.
+pub type Beat = (Vec<LeaseId>, Vec<LeaseId>);
+
 pub enum Command {
-    Create(OrderLine),
+    Create(OrderLine, Answer<CreateOutcome>),
     Lease {
         worker_id: String,
         max: u32,
         lease_ms: u64,
+        answer: Answer<Leased>,
     },
     Report {
         worker_id: String,
         items: Vec<ReportItem>,
+        answer: Answer<Vec<ReportAck>>,
     },
     Heartbeat {
         worker_id: String,
         lease_ids: Vec<LeaseId>,
+        answer: Answer<Beat>,
     },
-    ExpireLeases,
-    Clear,
-    Retry(JobId),
-    SetWorker(bool),
+    /// Answers how many leases were handed back.
+    ExpireLeases(Answer<u64>),
+    /// Answers how many jobs were cleared.
+    Clear(Answer<u64>),
+    Retry(JobId, Answer<RetryOutcome>),
+    SetWorker(bool, Answer<()>),
     /// Lease nothing more (the api is stopping). Every lease before it is counted when it is
     /// answered, so whoever waits for in-flight jobs sees them all.
-    StopLeasing,
+    StopLeasing(Answer<()>),
+    /// Answers how many jobs were pruned.
     Prune {
-        before_ms: i64,
+        before: PruneBefore,
         limit: usize,
+        answer: Answer<u64>,
     },
     /// Flush and stop the writer.
-    Close,
+    Close(Answer<()>),
 }
 
-pub enum Reply {
-    Create(CreateOutcome),
-    Leased {
-        jobs: Vec<LeasedJob>,
-        next_due_ms: Option<i64>,
-    },
-    Reported(Vec<ReportAck>),
-    Heartbeat {
-        extended: Vec<LeaseId>,
-        lost: Vec<LeaseId>,
-    },
-    Count(u64),
-    Retry(RetryOutcome),
-    Done,
+/// Which finished jobs pruning removes: those finished before these times.
+#[derive(Debug, Clone, Copy)]
+pub struct PruneBefore {
+    /// `created` and `cleared` jobs.
+    pub done_ms: i64,
+    /// `error` jobs; `None` keeps them until an operator retries or clears them.
+    pub error_ms: Option<i64>,
+}
+
+impl Command {
+    pub fn is_close(&self) -> bool {
+        matches!(self, Command::Close(_))
+    }
+
+    /// Answers `error` without running the command.
+    pub fn refuse(self, error: StoreError) {
+        fn no<T>(answer: Answer<T>, error: StoreError) {
+            // A caller that gave up waiting is not an error.
+            let _ = answer.send(Err(error));
+        }
+        match self {
+            Command::Create(_, a) => no(a, error),
+            Command::Lease { answer, .. } => no(answer, error),
+            Command::Report { answer, .. } => no(answer, error),
+            Command::Heartbeat { answer, .. } => no(answer, error),
+            Command::ExpireLeases(a) | Command::Clear(a) => no(a, error),
+            Command::Prune { answer, .. } => no(answer, error),
+            Command::Retry(_, a) => no(a, error),
+            Command::SetWorker(_, a) | Command::StopLeasing(a) | Command::Close(a) => no(a, error),
+        }
+    }
+}
+
+/// A command's answer, held until the group's flush decides whether it stands.
+pub struct Pending(Box<dyn FnOnce(Result<(), StoreError>) + Send>);
+
+impl Pending {
+    fn new<T: Send + 'static>(answer: Answer<T>, result: Result<T, StoreError>) -> Self {
+        if let Err(e) = &result
+            && !matches!(e, StoreError::Failed)
+        {
+            tracing::error!(error = ?e, "store command failed");
+        }
+        Pending(Box::new(move |flushed| {
+            // A caller that gave up waiting is not an error.
+            let _ = answer.send(flushed.and(result));
+        }))
+    }
+
+    /// Sends the answer, or the flush's failure in its place.
+    pub fn send(self, flushed: Result<(), StoreError>) {
+        (self.0)(flushed)
+    }
 }
 
 /// What an event says beyond its transition.
@@ -183,47 +240,76 @@ impl Machine {
         Ok(true)
     }
 
-    pub fn apply(&mut self, cmd: Command, now: i64) -> Result<Reply, StoreError> {
-        let mut tx = Tx::default();
-        let reply = match cmd {
-            Command::Create(order) => Reply::Create(self.create(&mut tx, order, now)?),
+    /// Runs one command; its answer waits for the group's flush.
+    pub fn apply(&mut self, cmd: Command, now: i64) -> Pending {
+        match cmd {
+            Command::Create(order, a) => {
+                Pending::new(a, self.run(|m, tx| m.create(tx, order, now)))
+            }
             Command::Lease {
                 worker_id,
                 max,
                 lease_ms,
-            } => self.lease(&mut tx, worker_id, max, lease_ms, now)?,
-            Command::Report { worker_id, items } => {
-                Reply::Reported(self.report(&mut tx, &worker_id, items, now)?)
-            }
+                answer,
+            } => Pending::new(
+                answer,
+                self.run(|m, tx| m.lease(tx, worker_id, max, lease_ms, now)),
+            ),
+            Command::Report {
+                worker_id,
+                items,
+                answer,
+            } => Pending::new(
+                answer,
+                self.run(|m, tx| m.report(tx, &worker_id, items, now)),
+            ),
             Command::Heartbeat {
                 worker_id,
                 lease_ids,
-            } => self.heartbeat(&mut tx, &worker_id, lease_ids, now)?,
-            Command::ExpireLeases => Reply::Count(self.expire(&mut tx, now)?),
-            Command::Clear => Reply::Count(self.clear(&mut tx, now)?),
-            Command::Retry(id) => Reply::Retry(self.retry(&mut tx, id, now)?),
-            Command::SetWorker(running) => {
-                tx.batch.put(
-                    keys::META_WORKER.to_vec(),
-                    record::encode(&StoredMeta::V1 {
-                        worker_running: running,
-                    }),
-                );
-                self.worker_running = running;
-                self.woke = true;
-                Reply::Done
-            }
-            Command::Prune { before_ms, limit } => {
-                Reply::Count(self.prune(&mut tx, before_ms, limit)?)
-            }
-            Command::StopLeasing => {
+                answer,
+            } => Pending::new(
+                answer,
+                self.run(|m, tx| m.heartbeat(tx, &worker_id, lease_ids, now)),
+            ),
+            Command::ExpireLeases(a) => Pending::new(a, self.run(|m, tx| m.expire(tx, now))),
+            Command::Clear(a) => Pending::new(a, self.run(|m, tx| m.clear(tx, now))),
+            Command::Retry(id, a) => Pending::new(a, self.run(|m, tx| m.retry(tx, id, now))),
+            Command::SetWorker(running, a) => Pending::new(
+                a,
+                self.run(|m, tx| {
+                    tx.batch.put(
+                        keys::META_WORKER.to_vec(),
+                        record::encode(&StoredMeta::V1 {
+                            worker_running: running,
+                        }),
+                    );
+                    m.worker_running = running;
+                    m.woke = true;
+                    Ok(())
+                }),
+            ),
+            Command::Prune {
+                before,
+                limit,
+                answer,
+            } => Pending::new(answer, self.run(|m, tx| m.prune(tx, before, limit))),
+            Command::StopLeasing(a) => {
                 self.stopping = true;
-                Reply::Done
+                Pending::new(a, Ok(()))
             }
-            Command::Close => Reply::Done,
-        };
+            Command::Close(a) => Pending::new(a, Ok(())),
+        }
+    }
+
+    /// Runs one command's logic; its writes join the group only if it succeeded.
+    fn run<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self, &mut Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut tx = Tx::default();
+        let out = f(self, &mut tx)?;
         self.commit(tx);
-        Ok(reply)
+        Ok(out)
     }
 
     /// A finished command's writes join the group; a command that failed halfway never gets
@@ -330,12 +416,9 @@ impl Machine {
         max: u32,
         lease_ms: u64,
         now: i64,
-    ) -> Result<Reply, StoreError> {
+    ) -> Result<Leased, StoreError> {
         if !self.worker_running || self.stopping {
-            return Ok(Reply::Leased {
-                jobs: Vec::new(),
-                next_due_ms: None,
-            });
+            return Ok((Vec::new(), None));
         }
         let max = max as usize;
         let placed = keys::index_prefix(Status::Placed);
@@ -384,7 +467,7 @@ impl Machine {
                 ControlFlow::Break(())
             })?;
         }
-        Ok(Reply::Leased { jobs, next_due_ms })
+        Ok((jobs, next_due_ms))
     }
 
     fn report(
@@ -508,7 +591,7 @@ impl Machine {
         worker_id: &str,
         lease_ids: Vec<LeaseId>,
         now: i64,
-    ) -> Result<Reply, StoreError> {
+    ) -> Result<Beat, StoreError> {
         let (mut extended, mut lost) = (Vec::new(), Vec::new());
         for lease_id in lease_ids {
             let job = match self.leases.get(&lease_id) {
@@ -532,7 +615,7 @@ impl Machine {
             put_job(tx, &job);
             extended.push(lease_id);
         }
-        Ok(Reply::Heartbeat { extended, lost })
+        Ok((extended, lost))
     }
 
     fn expire(&mut self, tx: &mut Tx, now: i64) -> Result<u64, StoreError> {
@@ -603,20 +686,22 @@ impl Machine {
         Ok(RetryOutcome::Retried(job))
     }
 
-    fn prune(&mut self, tx: &mut Tx, before_ms: i64, limit: usize) -> Result<u64, StoreError> {
+    fn prune(&mut self, tx: &mut Tx, before: PruneBefore, limit: usize) -> Result<u64, StoreError> {
+        let before_ms = |st: Status| match st {
+            Status::Error => before.error_ms,
+            _ => Some(before.done_ms),
+        };
         let mut ids = Vec::new();
         for st in [Status::Created, Status::Error, Status::Cleared] {
+            let Some(until) = before_ms(st) else { continue };
             let prefix = keys::index_prefix(st);
             let left = limit.saturating_sub(ids.len());
-            ids.extend(scan_ids(
-                &*self.kv,
-                &prefix,
-                &keys::upto(st, before_ms),
-                left,
-            )?);
+            ids.extend(scan_ids(&*self.kv, &prefix, &keys::upto(st, until), left)?);
         }
-        let finished =
-            |j: &Job| !j.status.is_open() && j.finished_ms.is_some_and(|f| f <= before_ms);
+        let finished = |j: &Job| {
+            !j.status.is_open()
+                && before_ms(j.status).is_some_and(|b| j.finished_ms.is_some_and(|f| f <= b))
+        };
         let mut n = 0;
         for id in ids {
             let Some(job) = self.load(id)?.filter(finished) else {

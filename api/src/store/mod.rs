@@ -30,7 +30,8 @@ use ferry_shared::job::{JobId, LeaseId, OrderLine, Status};
 use ferry_shared::protocol::{LeasedJob, ReportAck, ReportItem};
 use tokio::sync::oneshot;
 
-pub use machine::{Command, Reply};
+use machine::Answer;
+pub use machine::{Command, PruneBefore};
 use record::Job;
 
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +152,7 @@ pub struct Limits {
 /// The cloneable handle to the store.
 #[derive(Clone)]
 pub struct Store {
-    tx: std::sync::mpsc::Sender<writer::Request>,
+    tx: std::sync::mpsc::Sender<Command>,
     kv: Arc<dyn Kv>,
     published: Arc<Published>,
 }
@@ -211,19 +212,15 @@ impl Store {
         Ok((Store { tx, kv, published }, WriterHandle(handle)))
     }
 
-    async fn call(&self, cmd: Command) -> Result<Reply, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(writer::Request { cmd, reply })
-            .map_err(|_| StoreError::Closed)?;
+    /// Sends the command `make` builds around its answer channel, and waits for the answer.
+    async fn call<T>(&self, make: impl FnOnce(Answer<T>) -> Command) -> Result<T, StoreError> {
+        let (answer, rx) = oneshot::channel();
+        self.tx.send(make(answer)).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
     pub async fn create(&self, order: OrderLine) -> Result<CreateOutcome, StoreError> {
-        match self.call(Command::Create(order)).await? {
-            Reply::Create(o) => Ok(o),
-            _ => unreachable!("create answers Reply::Create"),
-        }
+        self.call(|a| Command::Create(order, a)).await
     }
 
     /// Leases up to `max` due jobs. Also answers when the next not-yet-due job becomes due.
@@ -233,17 +230,13 @@ impl Store {
         max: u32,
         lease_ms: u64,
     ) -> Result<(Vec<LeasedJob>, Option<i64>), StoreError> {
-        match self
-            .call(Command::Lease {
-                worker_id,
-                max,
-                lease_ms,
-            })
-            .await?
-        {
-            Reply::Leased { jobs, next_due_ms } => Ok((jobs, next_due_ms)),
-            _ => unreachable!("lease answers Reply::Leased"),
-        }
+        self.call(|answer| Command::Lease {
+            worker_id,
+            max,
+            lease_ms,
+            answer,
+        })
+        .await
     }
 
     pub async fn report(
@@ -251,71 +244,65 @@ impl Store {
         worker_id: String,
         items: Vec<ReportItem>,
     ) -> Result<Vec<ReportAck>, StoreError> {
-        match self.call(Command::Report { worker_id, items }).await? {
-            Reply::Reported(acks) => Ok(acks),
-            _ => unreachable!("report answers Reply::Reported"),
-        }
+        self.call(|answer| Command::Report {
+            worker_id,
+            items,
+            answer,
+        })
+        .await
     }
 
+    /// Extends the leases still held; answers those extended and those lost.
     pub async fn heartbeat(
         &self,
         worker_id: String,
         lease_ids: Vec<LeaseId>,
     ) -> Result<(Vec<LeaseId>, Vec<LeaseId>), StoreError> {
-        match self
-            .call(Command::Heartbeat {
-                worker_id,
-                lease_ids,
-            })
-            .await?
-        {
-            Reply::Heartbeat { extended, lost } => Ok((extended, lost)),
-            _ => unreachable!("heartbeat answers Reply::Heartbeat"),
-        }
-    }
-
-    async fn count_reply(&self, cmd: Command) -> Result<u64, StoreError> {
-        match self.call(cmd).await? {
-            Reply::Count(n) => Ok(n),
-            _ => unreachable!("this command answers Reply::Count"),
-        }
+        self.call(|answer| Command::Heartbeat {
+            worker_id,
+            lease_ids,
+            answer,
+        })
+        .await
     }
 
     /// Hands expired leases back to the queue (or to `error` when attempts are used up).
     pub async fn expire_leases(&self) -> Result<u64, StoreError> {
-        self.count_reply(Command::ExpireLeases).await
+        self.call(Command::ExpireLeases).await
     }
 
     /// Moves every `placed` job to `cleared`; answers how many.
     pub async fn clear(&self) -> Result<u64, StoreError> {
-        self.count_reply(Command::Clear).await
+        self.call(Command::Clear).await
     }
 
-    /// Deletes up to `limit` jobs that finished before `before_ms`, with their logs.
-    pub async fn prune(&self, before_ms: i64, limit: usize) -> Result<u64, StoreError> {
-        self.count_reply(Command::Prune { before_ms, limit }).await
+    /// Deletes up to `limit` jobs that finished before `before`, with their logs.
+    pub async fn prune(&self, before: PruneBefore, limit: usize) -> Result<u64, StoreError> {
+        self.call(|answer| Command::Prune {
+            before,
+            limit,
+            answer,
+        })
+        .await
     }
 
     pub async fn set_worker_running(&self, running: bool) -> Result<(), StoreError> {
-        self.call(Command::SetWorker(running)).await.map(|_| ())
+        self.call(|a| Command::SetWorker(running, a)).await
     }
 
     pub async fn retry(&self, id: JobId) -> Result<RetryOutcome, StoreError> {
-        match self.call(Command::Retry(id)).await? {
-            Reply::Retry(o) => Ok(o),
-            _ => unreachable!("retry answers Reply::Retry"),
-        }
+        self.call(|a| Command::Retry(id, a)).await
     }
 
     /// Leases nothing from now on; when this returns, every lease granted before is counted.
     pub async fn stop_leasing(&self) -> Result<(), StoreError> {
-        self.call(Command::StopLeasing).await.map(|_| ())
+        self.call(Command::StopLeasing).await
     }
 
     /// Asks the writer to flush and stop; later commands answer `Closed`.
     pub async fn close(&self) -> Result<(), StoreError> {
         match self.call(Command::Close).await {
-            Ok(_) | Err(StoreError::Closed) => Ok(()),
+            Ok(()) | Err(StoreError::Closed) => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -7,24 +7,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 
-use tokio::sync::oneshot;
-
-use super::machine::{Command, Machine, Reply};
+use super::machine::{Command, Machine, Pending};
 use super::{Kv, Published, StoreError};
 
 /// Commands per group: bounds the latency one flush adds to the first command of a group.
 const MAX_GROUP: usize = 1024;
 
-pub struct Request {
-    pub cmd: Command,
-    pub reply: oneshot::Sender<Result<Reply, StoreError>>,
-}
-
 pub fn spawn(
     machine: Machine,
     kv: Arc<dyn Kv>,
     published: Arc<Published>,
-) -> Result<(mpsc::Sender<Request>, std::thread::JoinHandle<()>), StoreError> {
+) -> Result<(mpsc::Sender<Command>, std::thread::JoinHandle<()>), StoreError> {
     publish(&machine, &published);
     let (tx, rx) = mpsc::channel();
     let handle = std::thread::Builder::new()
@@ -54,11 +47,11 @@ fn write_and_flush(machine: &mut Machine, kv: &dyn Kv) -> Result<(), StoreError>
 fn run(
     mut machine: Machine,
     kv: Arc<dyn Kv>,
-    rx: mpsc::Receiver<Request>,
+    rx: mpsc::Receiver<Command>,
     published: Arc<Published>,
 ) {
     let mut failed = false;
-    let mut group: Vec<Request> = Vec::with_capacity(MAX_GROUP);
+    let mut group: Vec<Command> = Vec::with_capacity(MAX_GROUP);
     let mut closing = false;
     while !closing {
         let Ok(first) = rx.recv() else { break };
@@ -70,39 +63,31 @@ fn run(
             }
         }
         let now = ferry_shared::now_ms();
-        let mut answers = Vec::with_capacity(group.len());
-        for Request { cmd, reply } in group.drain(..) {
-            closing |= matches!(cmd, Command::Close);
-            let result = if failed {
-                Err(StoreError::Failed)
+        let mut answers: Vec<Pending> = Vec::with_capacity(group.len());
+        for cmd in group.drain(..) {
+            closing |= cmd.is_close();
+            if failed {
+                cmd.refuse(StoreError::Failed);
             } else {
-                machine.apply(cmd, now)
-            };
-            if let Err(e) = &result
-                && !matches!(e, StoreError::Failed)
-            {
-                tracing::error!(error = ?e, "store command failed");
+                answers.push(machine.apply(cmd, now));
             }
-            answers.push((reply, result));
         }
         let woke = machine.take_woke();
+        let mut flushed = Ok(());
         if !failed && let Err(e) = write_and_flush(&mut machine, &*kv) {
             // What was applied may or may not be on disk: refuse everything from now on rather
             // than acknowledge writes whose durability is unknown.
             tracing::error!(error = ?e, "store write or flush failed; the store now refuses writes");
             failed = true;
             published.failed.store(true, Ordering::Relaxed);
-            for (_, result) in answers.iter_mut() {
-                *result = Err(StoreError::Failed);
-            }
+            flushed = Err(());
         }
         publish(&machine, &published);
         if woke {
             published.work.notify_waiters();
         }
-        for (reply, result) in answers {
-            // A caller that gave up waiting is not an error.
-            let _ = reply.send(result);
+        for answer in answers {
+            answer.send(flushed.map_err(|()| StoreError::Failed));
         }
     }
     if let Err(e) = kv.flush() {
