@@ -8,11 +8,14 @@
 //! name = "Bennys Auto"
 //! port = 8001
 //! active = true         # default true
-//! # api_key = "..."     # optional; also the worker's token
+//! # api_key = "..."     # optional; else ferryctl's --key or FERRY_API_KEY; also the worker's token
 //! [tenant.target]
 //! kind = "erp_rest"
 //! base_url = "http://127.0.0.1:8090"
 //! ```
+//!
+//! Secrets never go to disk: the generated config in `run_dir` holds no key; the api and the
+//! worker get theirs in their environment (`FERRY_API_KEY`, `FERRY_WORKER_TOKEN`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -83,13 +86,23 @@ impl Tenant {
         TenantSlug::from_name(&self.name).as_str().to_string()
     }
 
-    fn api(&self) -> Api {
-        Api::new(
-            &format!("http://127.0.0.1:{}", self.port),
-            self.api_key.clone(),
-        )
+    /// The tenant's own key, else the one ferryctl was given.
+    fn key(&self, given: Option<&str>) -> Option<String> {
+        self.api_key
+            .clone()
+            .or_else(|| given.map(str::to_string))
+            .filter(|k| !k.is_empty())
+    }
+
+    fn api(&self, given: Option<&str>) -> Api {
+        Api::new(&format!("http://127.0.0.1:{}", self.port), self.key(given))
     }
 }
+
+/// How long `fleet up` waits for a new worker's first contact with its api.
+const FIRST_CONTACT: Duration = Duration::from_secs(10);
+/// How long `fleet down` waits for a tenant's processes to exit.
+const STOP_WAIT: Duration = Duration::from_secs(40);
 
 /// The directory the ferry binaries are in: `--bin-dir`, or beside ferryctl.
 pub fn bin_dir(given: Option<PathBuf>) -> PathBuf {
@@ -105,7 +118,7 @@ fn pid_file(fleet: &Fleet, tenant: &Tenant, what: &str) -> PathBuf {
     fleet.run_dir.join(format!("{}.{what}.pid", tenant.slug()))
 }
 
-/// Writes a file only its owner can read: a tenant's config may hold its API key.
+/// Writes a file only its owner can read (a tenant's target may name hosts and users).
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -134,11 +147,31 @@ fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// The last lines a process wrote, for a failure message on the terminal; a backtrace after the
+/// error is left out (it says where, not why).
+fn tail(out: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let all: Vec<&str> = text
+        .lines()
+        .take_while(|l| {
+            !l.trim_start()
+                .to_lowercase()
+                .starts_with("stack backtrace:")
+        })
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    all[all.len().saturating_sub(lines)..].join("\n      ")
+}
+
+/// Starts `bin` in its own process group. Secrets come only from `env`: a key in ferryctl's own
+/// environment is not inherited by a tenant that has another (or none).
 fn spawn(bin: &Path, args: &[String], env: &[(&str, &str)], out: &Path) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt;
     let log = std::fs::File::create(out)?;
     let mut cmd = Command::new(bin);
-    cmd.args(args)
+    cmd.env_remove("FERRY_API_KEY")
+        .env_remove("FERRY_WORKER_TOKEN")
+        .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -153,7 +186,7 @@ fn spawn(bin: &Path, args: &[String], env: &[(&str, &str)], out: &Path) -> anyho
     Ok(child.id())
 }
 
-pub async fn up(fleet: &Fleet, bins: &Path) -> anyhow::Result<()> {
+pub async fn up(fleet: &Fleet, bins: &Path, key: Option<&str>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&fleet.run_dir)?;
     let active: Vec<&Tenant> = fleet.tenants.iter().filter(|t| t.active).collect();
     println!("starting {} active tenant(s)", active.len());
@@ -166,7 +199,7 @@ pub async fn up(fleet: &Fleet, bins: &Path) -> anyhow::Result<()> {
             t.name,
             t.port
         );
-        match start(fleet, t, bins).await {
+        match start(fleet, t, bins, key).await {
             Ok(note) => println!("{note}"),
             Err(e) => {
                 failed += 1;
@@ -175,13 +208,18 @@ pub async fn up(fleet: &Fleet, bins: &Path) -> anyhow::Result<()> {
         }
     }
     println!();
-    status(fleet).await?;
+    status(fleet, key).await?;
     anyhow::ensure!(failed == 0, "{failed} tenant(s) did not start");
     Ok(())
 }
 
-async fn start(fleet: &Fleet, t: &Tenant, bins: &Path) -> anyhow::Result<String> {
-    let api = t.api();
+async fn start(
+    fleet: &Fleet,
+    t: &Tenant,
+    bins: &Path,
+    given: Option<&str>,
+) -> anyhow::Result<String> {
+    let api = t.api(given);
     if api.is_up().await {
         return Ok("already up".into());
     }
@@ -193,27 +231,31 @@ async fn start(fleet: &Fleet, t: &Tenant, bins: &Path) -> anyhow::Result<String>
         "data_dir".into(),
         fleet.data_dir.display().to_string().into(),
     );
-    if let Some(key) = &t.api_key {
-        config.insert("api_key".into(), key.clone().into());
-    }
     if let Some(target) = &t.target {
         config.insert("target".into(), target.clone().into());
     }
     let config_path = fleet.run_dir.join(format!("{slug}.toml"));
     write_private(&config_path, &config.to_string())?;
+    let key = t.key(given);
+    let key_env: Vec<(&str, &str)> = key
+        .as_deref()
+        .map(|k| vec![("FERRY_API_KEY", k)])
+        .unwrap_or_default();
+    let api_out = fleet.run_dir.join(format!("{slug}.api.out"));
     let api_pid = spawn(
         &bins.join("ferry-api"),
         &["--config".into(), config_path.display().to_string()],
-        &[],
-        &fleet.run_dir.join(format!("{slug}.api.out")),
+        &key_env,
+        &api_out,
     )?;
     std::fs::write(pid_file(fleet, t, "api"), api_pid.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !api.is_up().await {
         anyhow::ensure!(
             alive(api_pid),
-            "ferry-api exited; see {}",
-            fleet.run_dir.join(format!("{slug}.api.out")).display()
+            "ferry-api exited:\n      {}\n    (all of it in {})",
+            tail(&api_out, 5),
+            api_out.display()
         );
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -221,52 +263,103 @@ async fn start(fleet: &Fleet, t: &Tenant, bins: &Path) -> anyhow::Result<String>
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let token = t.api_key.clone().unwrap_or_default();
+    let token_env: Vec<(&str, &str)> = key
+        .as_deref()
+        .map(|k| vec![("FERRY_WORKER_TOKEN", k)])
+        .unwrap_or_default();
+    let worker_out = fleet.run_dir.join(format!("{slug}.worker.out"));
     let worker_pid = spawn(
         &bins.join("ferry-worker"),
         &["--api".into(), api.base.clone()],
-        &[("FERRY_WORKER_TOKEN", token.as_str())],
-        &fleet.run_dir.join(format!("{slug}.worker.out")),
+        &token_env,
+        &worker_out,
     )?;
     std::fs::write(pid_file(fleet, t, "worker"), worker_pid.to_string())?;
-    Ok(format!("up (api pid {api_pid}, worker pid {worker_pid})"))
+    // Up means delivering: wait for the worker's first contact, or say why there is none.
+    let deadline = Instant::now() + FIRST_CONTACT;
+    loop {
+        let heard = api
+            .get::<Alive>("/alive")
+            .await
+            .is_ok_and(|a| a.worker.last_seen_ms_ago.is_some());
+        if heard {
+            return Ok(format!("up (api pid {api_pid}, worker pid {worker_pid})"));
+        }
+        anyhow::ensure!(
+            alive(worker_pid),
+            "ferry-worker exited at start:\n      {}\n    (all of it in {})",
+            tail(&worker_out, 5),
+            worker_out.display()
+        );
+        if Instant::now() >= deadline {
+            return Ok(format!(
+                "up, worker starting (api pid {api_pid}, worker pid {worker_pid}; no contact in {} s)",
+                FIRST_CONTACT.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
-pub async fn down(fleet: &Fleet) -> anyhow::Result<()> {
-    println!("stopping {} tenant(s)", fleet.tenants.len());
-    let mut stuck = 0;
-    for (i, t) in fleet.tenants.iter().enumerate() {
-        print!("  [{}/{}] {} ... ", i + 1, fleet.tenants.len(), t.name);
+pub async fn down(fleet: &Fleet, key: Option<&str>) -> anyhow::Result<()> {
+    // Active tenants, and inactive ones still running (made inactive after they were started).
+    let mut running = Vec::new();
+    for t in &fleet.tenants {
         let pids: Vec<u32> = ["api", "worker"]
             .iter()
             .filter_map(|w| read_pid(&pid_file(fleet, t, w)))
             .filter(|p| alive(*p))
             .collect();
-        let killed = t.api().put::<serde::de::IgnoredAny>("/kill").await.is_ok();
-        if !killed && pids.is_empty() {
-            println!("not running");
-            continue;
+        if t.active || !pids.is_empty() {
+            running.push((t, pids));
+        }
+    }
+    println!("stopping {} tenant(s)", running.len());
+    let mut stuck = 0;
+    for (i, (t, pids)) in running.iter().enumerate() {
+        print!("  [{}/{}] {} ... ", i + 1, running.len(), t.name);
+        let api = t.api(key);
+        if let Err(e) = api.put::<serde::de::IgnoredAny>("/kill").await {
+            if api.is_up().await {
+                // It answers but refuses (a wrong key): waiting would not change that.
+                stuck += 1;
+                println!("not stopped: PUT /kill was refused: {e:#}");
+                continue;
+            }
+            if pids.is_empty() {
+                println!("not running");
+                continue;
+            }
+            // Not answering: its processes get SIGTERM, the same graceful path.
+            for pid in pids {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
         }
         // The worker finishes what it holds and reports; the api then flushes and exits.
-        let deadline = Instant::now() + Duration::from_secs(40);
+        let deadline = Instant::now() + STOP_WAIT;
         while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if pids.iter().any(|p| alive(*p)) {
-            stuck += 1;
-            println!("still running after 40 s (pids {pids:?})");
-        } else {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() {
             for w in ["api", "worker"] {
                 let _ = std::fs::remove_file(pid_file(fleet, t, w));
             }
             println!("stopped");
+        } else {
+            stuck += 1;
+            println!(
+                "still running after {} s (pids {left:?}); see {}",
+                STOP_WAIT.as_secs(),
+                fleet.run_dir.display()
+            );
         }
     }
     anyhow::ensure!(stuck == 0, "{stuck} tenant(s) did not stop");
     Ok(())
 }
 
-pub async fn status(fleet: &Fleet) -> anyhow::Result<()> {
+pub async fn status(fleet: &Fleet, key: Option<&str>) -> anyhow::Result<()> {
     let header = [
         "TENANT",
         "PORT",
@@ -286,13 +379,22 @@ pub async fn status(fleet: &Fleet) -> anyhow::Result<()> {
             rows.push(row);
             continue;
         }
-        match t.api().get::<Alive>("/alive").await {
+        match t.api(key).get::<Alive>("/alive").await {
             Err(_) => row.push("down".into()),
             Ok(a) => {
+                let never_heard = a.worker.last_seen_ms_ago.is_none();
                 let worker = match (a.worker.desired, a.worker.connected) {
                     (Desired::Running, true) => "running",
+                    // Just started: its worker has not spoken yet.
+                    (Desired::Running, false) if never_heard && a.uptime_s < 30 => "starting",
+                    (Desired::Running, false) if never_heard => "no-worker",
                     (Desired::Running, false) => "disconnected",
                     (Desired::Stopped, _) => "stopped",
+                };
+                let api_state = match (a.stopping, a.store_ok) {
+                    (true, _) => "stopping",
+                    (false, false) => "store-failed",
+                    (false, true) => "up",
                 };
                 let oldest = a.oldest_waiting_s.map_or("-".into(), table::human_secs);
                 let last = a
@@ -303,7 +405,7 @@ pub async fn status(fleet: &Fleet) -> anyhow::Result<()> {
                         format!("{} ago", table::human_secs((now - ms) / 1000))
                     });
                 row.extend([
-                    "up".into(),
+                    api_state.into(),
                     worker.into(),
                     (a.queue.placed + a.queue.processing).to_string(),
                     a.queue.error.to_string(),
@@ -335,7 +437,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ferryctl-mode-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.toml");
-        write_private(&path, "api_key = \"s\"\n").unwrap();
+        write_private(&path, "workshop = \"s\"\n").unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::remove_dir_all(dir).unwrap();

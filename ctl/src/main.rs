@@ -93,7 +93,8 @@ fn encode(s: &str) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let api = Api::new(&cli.api, cli.key);
+    let api = Api::new(&cli.api, cli.key.clone());
+    let key = cli.key.as_deref();
     match cli.command {
         Cmd::Fleet {
             action,
@@ -102,9 +103,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let f = fleet::Fleet::load(&tenants)?;
             match action.as_str() {
-                "up" => fleet::up(&f, &fleet::bin_dir(bin_dir)).await,
-                "down" => fleet::down(&f).await,
-                _ => fleet::status(&f).await,
+                "up" => fleet::up(&f, &fleet::bin_dir(bin_dir), key).await,
+                "down" => fleet::down(&f, key).await,
+                _ => fleet::status(&f, key).await,
             }
         }
         Cmd::Queue { status, kind, q } => {

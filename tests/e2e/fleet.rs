@@ -242,3 +242,158 @@ async fn one_tenant_commands_show_and_change_what_the_api_holds() {
     assert_eq!(ok(&["clear"]).trim(), "cleared 2 waiting job(s)");
     assert_eq!(api.alive().await["queue"]["cleared"], 2);
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_fleet_with_an_api_key_delivers_keeps_the_key_off_disk_and_stops() {
+    let sim = TestSim::start();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let _guard = FleetGuard(run_dir.clone());
+    let file = format!(
+        "data_dir = \"{}\"\nrun_dir = \"{}\"\n[[tenant]]\nname = \"Keyed\"\nport = {port}\n\
+         [tenant.target]\nkind = \"erp_rest\"\nbase_url = \"{}\"\n\
+         [[tenant]]\nname = \"Filed\"\nport = {}\napi_key = \"f1l3d\"\n\
+         [tenant.target]\nkind = \"erp_rest\"\nbase_url = \"{}\"\n\
+         [[tenant]]\nname = \"Dormant\"\nport = {}\nactive = false\n",
+        dir.path().join("data").display(),
+        run_dir.display(),
+        sim.base(),
+        free_port(),
+        sim.base(),
+        free_port()
+    );
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(&tenants, file).unwrap();
+    let tenants = tenants.to_str().unwrap();
+    let with_key = [("FERRY_API_KEY", "k3y")];
+
+    let (status, out) = run_to_end("ferryctl", &["fleet", "up", tenants], &with_key);
+    assert!(status.success(), "{out}");
+    assert!(out.contains("[2/2] Filed"), "{out}");
+    // The table right after `up` shows the workers that have already made contact.
+    assert_eq!(&row(&out, "Keyed")[2..4], ["up", "running"], "{out}");
+    assert_eq!(&row(&out, "Filed")[2..4], ["up", "running"], "{out}");
+
+    for file in files_under(&run_dir) {
+        let text = std::fs::read(&file).unwrap();
+        for key in [&b"k3y"[..], b"f1l3d"] {
+            assert!(
+                !text.windows(key.len()).any(|w| w == key),
+                "{} holds a key",
+                file.display()
+            );
+        }
+    }
+
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/create");
+    let mut keyed = order("keyed-1");
+    keyed["workshop"] = json!("Keyed");
+    let resp = http.post(&url).json(&keyed).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "the api took the key");
+    let resp = http
+        .post(&url)
+        .header("x-api-key", "k3y")
+        .json(&keyed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    eventually(
+        "the order to be delivered",
+        Duration::from_secs(20),
+        || async { (sim.lines().await["count"] == 1).then_some(()) },
+    )
+    .await;
+
+    // Without the key, `down` stops the tenant with its own key, and says at once why the other
+    // did not stop.
+    let before = pids(&run_dir);
+    let (status, out) = run_to_end("ferryctl", &["fleet", "down", tenants], &[]);
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("stopping 2 tenant(s)"),
+        "the inactive one is not counted: {out}"
+    );
+    let keyed = out.lines().find(|l| l.contains("Keyed")).unwrap();
+    assert!(keyed.contains("refused") && keyed.contains("401"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("Filed") && l.ends_with("stopped")),
+        "{out}"
+    );
+
+    let (status, out) = run_to_end("ferryctl", &["fleet", "down", tenants], &with_key);
+    assert!(status.success(), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("Keyed") && l.ends_with("stopped")),
+        "{out}"
+    );
+    assert!(before.iter().all(|p| gone(*p)), "every process exited");
+}
+
+#[tokio::test]
+async fn a_worker_that_dies_at_start_fails_fleet_up_with_its_cause_on_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let _guard = FleetGuard(run_dir.clone());
+    // The real api beside a worker that cannot start.
+    let bins = dir.path().join("bin");
+    std::fs::create_dir_all(&bins).unwrap();
+    std::os::unix::fs::symlink(ferry_tests::bin("ferry-api"), bins.join("ferry-api")).unwrap();
+    let worker = bins.join("ferry-worker");
+    std::fs::write(
+        &worker,
+        "#!/bin/sh\necho 'starting'\necho 'error: the ERP at http://erp.invalid refused the login' >&2\nexit 3\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = format!(
+        "data_dir = \"{}\"\nrun_dir = \"{}\"\n[[tenant]]\nname = \"Broken\"\nport = {}\n",
+        dir.path().join("data").display(),
+        run_dir.display(),
+        free_port()
+    );
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(&tenants, file).unwrap();
+    let (status, out) = run_to_end(
+        "ferryctl",
+        &[
+            "fleet",
+            "up",
+            tenants.to_str().unwrap(),
+            "--bin-dir",
+            bins.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("FAILED"), "{out}");
+    assert!(
+        out.contains("refused the login"),
+        "the cause is on the terminal, not only in a file: {out}"
+    );
+    let (status, out) = run_to_end(
+        "ferryctl",
+        &["fleet", "down", tenants.to_str().unwrap()],
+        &[],
+    );
+    assert!(status.success(), "{out}");
+}
