@@ -1,7 +1,7 @@
 //! Queue inspection and control for operators and the management system: `GET /queue`,
 //! `PUT /clear_queue`, `PUT /start_worker`, `PUT /stop_worker`.
 
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use ferry_shared::answer::{Cleared, Desired, QueuePage, WorkerSwitch};
 use ferry_shared::envelope::{Failure, Success};
@@ -10,20 +10,13 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::health::counts;
-use super::{ok, route};
+use super::ok;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::read::{Cursor, ListQuery};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 500;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(route(Method::GET, "/queue", queue))
-        .service(route(Method::PUT, "/clear_queue", clear_queue))
-        .service(route(Method::PUT, "/start_worker", start_worker))
-        .service(route(Method::PUT, "/stop_worker", stop_worker));
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -1,23 +1,17 @@
 //! `GET /alive` for the management system, and `PUT /kill`, the graceful stop of the pair.
 
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use ferry_shared::answer::{Alive, Desired, Stopping, WorkerStatus};
 use ferry_shared::envelope::Success;
 use ferry_shared::job::Counts;
 
-use super::{ok, route};
+use super::ok;
 use crate::error::ApiError;
 use crate::metrics::Snapshot;
 use crate::shutdown::{self, Stop};
 use crate::state::AppState;
 use crate::store::StoreError;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(route(Method::GET, "/alive", alive))
-        .service(route(Method::PUT, "/kill", kill))
-        .service(route(Method::GET, "/metrics", metrics));
-}
 
 pub fn counts(state: &AppState) -> Counts {
     Counts::from_indexed(state.store.counts())

@@ -2,8 +2,8 @@
 //! service's `GET /check_order_status`, `GET /jobs/{id}`, `GET /jobs/{id}/log`,
 //! `PUT /jobs/{id}/retry`.
 
+use actix_web::http::StatusCode;
 use actix_web::http::header::CONTENT_TYPE;
-use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use ferry_shared::answer::{JobLog, LegacyError, LegacyStatus, Placed};
 use ferry_shared::envelope::{ErrorCode, Failure, Success};
@@ -13,25 +13,12 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::openapi::JobLookupFailures;
-use super::{MAX_BODY, ok, route};
+use super::{MAX_BODY, ok};
 use crate::error::ApiError;
 use crate::metrics::Intake;
 use crate::state::AppState;
 use crate::store::record::Job;
 use crate::store::{CreateOutcome, RetryOutcome};
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(route(Method::POST, "/create", create))
-        .service(route(Method::GET, "/get_order_status", order_status))
-        .service(route(
-            Method::GET,
-            "/check_order_status",
-            check_order_status,
-        ))
-        .service(route(Method::GET, "/jobs/{id}", job))
-        .service(route(Method::GET, "/jobs/{id}/log", job_log))
-        .service(route(Method::PUT, "/jobs/{id}/retry", retry));
-}
 
 /// Places a job.
 ///

@@ -1,6 +1,8 @@
-//! The HTTP surface, one module per route group. Every route is a `web::resource` (see [`route`]),
-//! so a wrong method answers 405 with `Allow` (the route macros would answer 404), and every
-//! answer is the envelope.
+//! The HTTP surface, one module per route group. Every route is listed once, in [`table`]: the
+//! server serves it and the OpenAPI document describes it from that one entry (its handler's
+//! `#[utoipa::path]` names the method and the path), so no route can be served undocumented. Each
+//! is a `web::resource` (see [`route`]), so a wrong method answers 405 with `Allow` (the route
+//! macros would answer 404), and every answer is the envelope.
 
 mod control;
 mod health;
@@ -14,6 +16,8 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, web};
 use ferry_shared::envelope::{ErrorCode, Success};
 use serde::Serialize;
+use utoipa::openapi::path::HttpMethod;
+use utoipa_actix_web::OpenApiFactory;
 
 use crate::error::ApiError;
 
@@ -36,12 +40,64 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             }
             .into()
         }))
-        .configure(health::configure)
-        .configure(control::configure)
-        .configure(jobs::configure)
-        .configure(worker::configure)
+        .configure(|cfg| table().into_iter().for_each(|r| (r.serve)(cfg)))
         .configure(openapi::configure)
         .default_service(web::to(not_found));
+}
+
+/// Every route the api serves and documents. (`/openapi.json` and `/docs` serve the document
+/// itself and are not in it.)
+pub fn table() -> Vec<ApiRoute> {
+    vec![
+        ApiRoute::new(jobs::__path_create, jobs::create),
+        ApiRoute::new(jobs::__path_order_status, jobs::order_status),
+        ApiRoute::new(jobs::__path_check_order_status, jobs::check_order_status),
+        ApiRoute::new(jobs::__path_job, jobs::job),
+        ApiRoute::new(jobs::__path_job_log, jobs::job_log),
+        ApiRoute::new(jobs::__path_retry, jobs::retry),
+        ApiRoute::new(control::__path_queue, control::queue),
+        ApiRoute::new(control::__path_clear_queue, control::clear_queue),
+        ApiRoute::new(control::__path_start_worker, control::start_worker),
+        ApiRoute::new(control::__path_stop_worker, control::stop_worker),
+        ApiRoute::new(health::__path_alive, health::alive),
+        ApiRoute::new(health::__path_metrics, health::metrics),
+        ApiRoute::new(health::__path_kill, health::kill),
+        ApiRoute::new(worker::__path_config, worker::config),
+        ApiRoute::new(worker::__path_lease, worker::lease),
+        ApiRoute::new(worker::__path_report, worker::report),
+        ApiRoute::new(worker::__path_heartbeat, worker::heartbeat),
+    ]
+}
+
+/// One route: how to serve it and its part of the document, both from its handler's
+/// `#[utoipa::path]`.
+pub struct ApiRoute {
+    serve: Box<dyn Fn(&mut web::ServiceConfig)>,
+    pub doc: Box<dyn OpenApiFactory>,
+}
+
+impl ApiRoute {
+    fn new<P, F, Args>(doc: P, handler: F) -> Self
+    where
+        P: utoipa::Path + OpenApiFactory + 'static,
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        let method = match P::methods().as_slice() {
+            [HttpMethod::Get] => Method::GET,
+            [HttpMethod::Put] => Method::PUT,
+            [HttpMethod::Post] => Method::POST,
+            _ => unreachable!("{} must take one of GET, PUT or POST", P::path()),
+        };
+        let path = P::path();
+        Self {
+            serve: Box::new(move |cfg| {
+                cfg.service(route(method.clone(), &path, handler.clone()));
+            }),
+            doc: Box::new(doc),
+        }
+    }
 }
 
 fn json_config() -> web::JsonConfig {

@@ -35,28 +35,8 @@ use crate::state::AppState;
             shows too.",
         license(name = "MIT"),
     ),
-    paths(
-        super::jobs::create,
-        super::jobs::order_status,
-        super::jobs::check_order_status,
-        super::jobs::job,
-        super::jobs::job_log,
-        super::jobs::retry,
-        super::control::queue,
-        super::control::clear_queue,
-        super::health::alive,
-        super::health::metrics,
-        super::control::start_worker,
-        super::control::stop_worker,
-        super::health::kill,
-        super::worker::config,
-        super::worker::lease,
-        super::worker::report,
-        super::worker::heartbeat,
-    ),
     components(schemas(Failure)),
     security(("api_key" = []), ("bearer" = [])),
-    modifiers(&Schemes, &CommonAnswers),
     tags(
         (name = "upstream", description = "Systems that place jobs and ask where they stand."),
         (name = "operators", description = "People who look at jobs and fix what failed."),
@@ -66,10 +46,21 @@ use crate::state::AppState;
 )]
 struct ApiDoc;
 
-/// The document for one tenant: its name in the title, and as the `workshop` that
-/// `POST /create` takes.
+/// The document for one tenant: every route of [`super::table`], its name in the title, and as
+/// the `workshop` that `POST /create` takes.
 pub fn document(workshop: &str) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
+    let mut schemas = Vec::new();
+    for route in super::table() {
+        doc.paths.merge(route.doc.paths());
+        route.doc.schemas(&mut schemas);
+    }
+    doc.components
+        .get_or_insert_with(Default::default)
+        .schemas
+        .extend(schemas);
+    Schemes.modify(&mut doc);
+    CommonAnswers.modify(&mut doc);
     doc.info.title = format!("ferry-api: {workshop}");
     let field = doc
         .components

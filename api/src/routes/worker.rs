@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use ferry_shared::envelope::{ErrorCode, Failure, Success};
 use ferry_shared::protocol::{
@@ -13,18 +13,11 @@ use ferry_shared::protocol::{
 use ferry_shared::strict::Object;
 use ferry_shared::target::WorkerConfig;
 
+use super::ok;
 use super::openapi::JsonBodyFailures;
-use super::{ok, route};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::state::AppState;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(route(Method::POST, "/worker/lease", lease))
-        .service(route(Method::POST, "/worker/report", report))
-        .service(route(Method::POST, "/worker/heartbeat", heartbeat))
-        .service(route(Method::GET, "/worker/config", config));
-}
 
 /// Where and how the worker delivers.
 ///
