@@ -148,15 +148,28 @@ async fn a_missing_worksheet_ends_in_error_at_once_without_retries() {
 async fn stop_worker_stops_deliveries_and_start_worker_resumes_them() {
     let sim = TestSim::start();
     let api = api_for(&sim).await;
-    let _worker = worker(&api, &["--poll-ms", "500"]);
+    let w = worker(&api, &["--poll-ms", "500"]);
     api.create_ok(&order("before")).await;
     wait_status(&api, "before", "created").await;
 
     let (status, _) = api.put("/stop_worker").await;
     assert_eq!(status, StatusCode::OK);
     api.create_ok(&order("held")).await;
-    // Give a running worker ample chances to (wrongly) deliver.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let held_at = std::time::Instant::now();
+    // The worker heard the pause, and has asked for work since "held" was placed: it was not
+    // given it.
+    eventually(
+        "the paused worker to poll again",
+        Duration::from_secs(10),
+        || async {
+            let alive = api.alive().await;
+            let since_contact = alive["worker"]["last_seen_ms_ago"].as_u64()?;
+            (w.output().contains("paused=true")
+                && u128::from(since_contact) < held_at.elapsed().as_millis())
+            .then_some(())
+        },
+    )
+    .await;
     assert_eq!(api.status_of("held").await.1["data"]["status"], "placed");
     assert_eq!(sim.lines().await["count"], 1);
 
@@ -233,11 +246,20 @@ async fn a_worker_killed_mid_delivery_leaves_exactly_one_line_after_the_job_is_l
             .any(|e| e["message"].as_str().unwrap().contains("LEASE_EXPIRED")),
         "{log:#?}"
     );
-    // The slow first request may still have made its line; the Idempotency-Key makes the
-    // second attempt a replay of it.
-    tokio::time::sleep(Duration::from_millis(1_600)).await;
-    let lines = sim.lines().await;
+    // The slow first request makes its line when its delay is over, whichever came first; the
+    // Idempotency-Key makes the other a replay. Wait until both requests were answered.
+    let lines = eventually(
+        "both requests to finish",
+        Duration::from_secs(10),
+        || async {
+            let lines = sim.lines().await;
+            let done = lines["count"].as_u64()? + lines["replays"].as_u64()?;
+            (lines["requests"] == 2 && done == 2).then_some(lines)
+        },
+    )
+    .await;
     assert_eq!(lines["count"], 1, "{lines}");
+    assert_eq!(lines["replays"], 1, "{lines}");
 }
 
 #[tokio::test]
@@ -390,9 +412,7 @@ async fn a_worker_with_the_wrong_token_says_so_and_exits_non_zero() {
         worker.output()
     );
     let mut good = TestWorker::start(&api.base(), &[], &[("FERRY_WORKER_TOKEN", "right")]);
-    let mut o = order("authed");
-    o["workshop"] = "Bennys Auto".into();
-    api.create_ok(&o).await;
+    api.create_ok(&order("authed")).await;
     wait_status(&api, "authed", "created").await;
     assert!(good.running());
 }

@@ -165,6 +165,10 @@ async fn wrong_content_type_malformed_json_and_oversized_bodies_are_refused_in_t
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["error"]["code"], "MALFORMED_JSON",
+        "not an object: {body}"
+    );
 
     let mut big = order("big");
     big["note"] = json!("x".repeat(70 * 1024));

@@ -300,7 +300,7 @@ async fn the_legacy_positional_form_and_a_config_file_both_start_a_tenant() {
     let cfg = dir.path().join("tenant.toml");
     std::fs::write(
         &cfg,
-        "workshop = \"From File\"\n[retry]\nmax_attempts = 3\n",
+        "workshop = \"From File\"\nmax_queue = 1\n[retry]\nmax_attempts = 3\n",
     )
     .unwrap();
     let api = TestApi::with(
@@ -314,6 +314,14 @@ async fn the_legacy_positional_form_and_a_config_file_both_start_a_tenant() {
     .await;
     // The flag (here the legacy positional WORKSHOP) wins over the file.
     assert_eq!(api.alive().await["tenant"], "Legacy Garage");
+    // The rest of the file took effect: a queue of one.
+    let mut o = order("first");
+    o["workshop"] = json!("Legacy Garage");
+    api.create_ok(&o).await;
+    o["uniqueid"] = json!("second");
+    let (status, body) = api.create(&o).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "QUEUE_FULL");
 }
 
 #[tokio::test]
