@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use crate::metrics::Metrics;
 use crate::shutdown::{Shutdown, Stop};
 use crate::store::Store;
+use crate::store::record::Job;
 use ferry_shared::config::Settings;
+use ferry_shared::job::{JobView, Status};
 use ferry_shared::protocol::Directive;
 use ferry_shared::target::WorkerConfig;
 
@@ -51,6 +53,32 @@ impl AppState {
             None if self.store.worker_running() => Directive::Run,
             None => Directive::Pause,
         }
+    }
+
+    /// What holds every waiting job back right now, if anything does.
+    pub fn why_waiting(&self) -> Option<&'static str> {
+        if self.stopping() {
+            Some("the api is stopping")
+        } else if !self.store.worker_running() {
+            Some("the worker is stopped; PUT /start_worker lets it lease again")
+        } else if !self.worker_connected() {
+            Some("no worker is connected to deliver it")
+        } else {
+            None
+        }
+    }
+
+    /// A job as people see it, saying why it waits when it does.
+    pub fn view(&self, job: &Job) -> JobView {
+        let mut view = job.view();
+        if job.status == Status::Placed {
+            let backoff = job
+                .due_ms
+                .filter(|due| *due > ferry_shared::now_ms())
+                .map(|due| format!("its next attempt, due at {}", ferry_shared::rfc3339(due)));
+            view.waiting_for = backoff.or_else(|| self.why_waiting().map(String::from));
+        }
+        view
     }
 
     pub fn saw_worker(&self, worker_id: &str) {

@@ -23,6 +23,10 @@ pub struct Alive {
     pub queue: Counts,
     /// Age of the oldest job waiting for delivery, or `null` when none waits.
     pub oldest_waiting_s: Option<i64>,
+    /// Why waiting jobs are not being delivered, when jobs wait and something holds them back
+    /// (a stopped worker, no worker connected, the api stopping).
+    #[serde(default)]
+    pub waiting_for: Option<String>,
     /// When the last line was made at the target (since this api started).
     #[schema(format = DateTime)]
     pub last_delivery_at: Option<String>,

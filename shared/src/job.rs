@@ -184,6 +184,10 @@ pub struct JobView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(format = DateTime)]
     pub next_attempt_at: Option<String>,
+    /// Why a `placed` job is not being delivered now, when something holds it back (a stopped
+    /// worker, no worker connected, a backoff before its next attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

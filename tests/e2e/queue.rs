@@ -112,3 +112,38 @@ async fn clearing_the_queue_removes_only_waiting_jobs_which_keep_their_status_an
     let (_, body) = api.put("/clear_queue").await;
     assert_eq!(body["data"]["cleared"], 0);
 }
+
+#[tokio::test]
+async fn a_waiting_job_and_alive_say_why_it_waits() {
+    let api = TestApi::start().await;
+    api.create_ok(&order("waits")).await;
+    let (_, body) = api.status_of("waits").await;
+    assert_eq!(
+        body["data"]["waiting_for"], "no worker is connected to deliver it",
+        "{body}"
+    );
+    api.put("/stop_worker").await;
+    let (_, body) = api.status_of("waits").await;
+    let why = body["data"]["waiting_for"].as_str().unwrap();
+    assert!(
+        why.contains("worker is stopped") && why.contains("/start_worker"),
+        "{body}"
+    );
+    assert_eq!(api.alive().await["waiting_for"], why);
+    let (_, q) = api.get("/queue").await;
+    assert_eq!(q["data"]["jobs"][0]["waiting_for"], why, "{q}");
+
+    // Delivered jobs wait for nothing; a tenant with nothing waiting has nothing to explain.
+    api.put("/start_worker").await;
+    let leased = api.lease("w", 1, 0, 30_000).await;
+    let job = &leased["jobs"][0];
+    api.report(
+        "w",
+        serde_json::json!([{"job_id": job["job_id"], "lease_id": job["lease_id"],
+                "outcome": {"kind": "created", "target_ref": "L-1"}}]),
+    )
+    .await;
+    let (_, body) = api.status_of("waits").await;
+    assert!(body["data"].get("waiting_for").is_none(), "{body}");
+    assert!(api.alive().await["waiting_for"].is_null());
+}

@@ -124,7 +124,7 @@ pub(super) async fn queue(
         .await
         .map_err(|_| ApiError::Store(crate::store::StoreError::Closed))??;
     let length: u64 = statuses.iter().map(|s| state.store.count(*s)).sum();
-    let jobs: Vec<JobView> = page.jobs.iter().map(|j| j.view()).collect();
+    let jobs: Vec<JobView> = page.jobs.iter().map(|j| state.view(j)).collect();
     Ok(ok(
         StatusCode::OK,
         format!("{length} job(s) in {}", names(&statuses)),

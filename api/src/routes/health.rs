@@ -51,6 +51,7 @@ pub(super) async fn alive(state: web::Data<AppState>) -> HttpResponse {
         },
         queue: counts(&state),
         oldest_waiting_s: oldest.map(|created| (now - created).max(0) / 1000),
+        waiting_for: oldest.and_then(|_| state.why_waiting()).map(String::from),
         last_delivery_at: state.metrics.last_delivery_ms().map(ferry_shared::rfc3339),
     };
     ok(StatusCode::OK, "alive", data)

@@ -102,7 +102,7 @@ pub(super) async fn create(
             tracing::debug!(job_id = %job.id, %uniqueid, ?dealer, "job placed");
             let placed = Placed {
                 new: true,
-                job: job.view(),
+                job: state.view(&job),
             };
             Ok(ok(StatusCode::OK, format!("job placed{ignored}"), placed))
         }
@@ -110,7 +110,7 @@ pub(super) async fn create(
             state.metrics.intake(Intake::Duplicate);
             let placed = Placed {
                 new: false,
-                job: job.view(),
+                job: state.view(&job),
             };
             Ok(ok(
                 StatusCode::OK,
@@ -204,7 +204,7 @@ pub(super) async fn order_status(
         .store
         .job_by_uniqueid(uniqueid.trim())?
         .ok_or_else(|| ApiError::job_not_found(format_args!("with uniqueid '{uniqueid}'")))?;
-    Ok(ok(StatusCode::OK, job.status.as_str(), job.view()))
+    Ok(ok(StatusCode::OK, job.status.as_str(), state.view(&job)))
 }
 
 /// Read as pairs (see [`check_order_status`]); this struct only describes them.
@@ -299,7 +299,7 @@ pub(super) async fn job(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let job = load(&state, &id)?;
-    Ok(ok(StatusCode::OK, job.status.as_str(), job.view()))
+    Ok(ok(StatusCode::OK, job.status.as_str(), state.view(&job)))
 }
 
 /// A job's history.
@@ -355,7 +355,7 @@ pub(super) async fn retry(
     match state.store.retry(job.id).await? {
         RetryOutcome::Retried(job) => {
             tracing::info!(job_id = %job.id, "job retried by an operator");
-            Ok(ok(StatusCode::OK, "placed again", job.view()))
+            Ok(ok(StatusCode::OK, "placed again", state.view(&job)))
         }
         RetryOutcome::NotFound => Err(ApiError::job_not_found(job.id)),
         RetryOutcome::NotInError(status) => Err(ApiError::Conflict {

@@ -204,6 +204,7 @@ impl Job {
                 .due_ms
                 .filter(|_| self.status == Status::Placed)
                 .map(rfc3339),
+            waiting_for: None,
             reason_code: self.reason_code.clone(),
             reason_text: self.reason_text.clone(),
             target_ref: self.target_ref.clone(),
