@@ -17,7 +17,7 @@ FERRY_* environment variables (FERRY_RETRY__MAX_ATTEMPTS=5 sets [retry] max_atte
     after_help = "Examples:\n  ferry-api --port 8001 --workshop \"Bennys Auto\"\n  \
 ferry-api 8001 \"Bennys Auto\"                  (the legacy form)\n  \
 FERRY_API_KEY=s3cret ferry-api --config /etc/ferry/bennys.toml --bind 0.0.0.0\n\n\
-Data and log: <data-dir>/<tenant-slug>/ (store/, api.log). Without an API key the api listens \
+Data and log: <data-dir>/<tenant-slug>/ (store-redb/ or store-sled/, api.log). Without an API key the api listens \
 on loopback only."
 )]
 pub struct Cli {
