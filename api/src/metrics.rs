@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ferry_shared::job::JobKind;
 use ferry_shared::job::Status;
 use ferry_shared::protocol::{Outcome, ReportAck, ReportItem};
 
@@ -23,7 +24,8 @@ pub enum Intake {
 
 #[derive(Default)]
 pub struct Metrics {
-    intake: [AtomicU64; 4],
+    /// By kind (`JobKind::ALL` order), then by [`Intake`].
+    intake: [[AtomicU64; 4]; 2],
     /// created, retry, failed
     deliveries: [AtomicU64; 3],
     leased: AtomicU64,
@@ -52,8 +54,8 @@ pub struct Snapshot {
 }
 
 impl Metrics {
-    pub fn intake(&self, what: Intake) {
-        self.intake[what as usize].fetch_add(1, Ordering::Relaxed);
+    pub fn intake(&self, kind: JobKind, what: Intake) {
+        self.intake[kind as usize][what as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// When a delivery was last reported created, since this process started.
@@ -183,19 +185,21 @@ impl Metrics {
             &mut out,
             "ferry_intake_total",
             "counter",
-            "Answers to POST /create.",
+            "Answers to POST /create (kind order_line) and POST /bookings (kind booking).",
         );
-        for (i, result) in ["created", "duplicate", "conflict", "refused"]
-            .iter()
-            .enumerate()
-        {
-            let labels = format!("{tenant},result=\"{result}\"");
-            sample(
-                &mut out,
-                "ferry_intake_total",
-                &labels,
-                load(&self.intake[i]),
-            );
+        for kind in JobKind::ALL {
+            for (i, result) in ["created", "duplicate", "conflict", "refused"]
+                .iter()
+                .enumerate()
+            {
+                let labels = format!("{tenant},kind=\"{}\",result=\"{result}\"", kind.as_str());
+                sample(
+                    &mut out,
+                    "ferry_intake_total",
+                    &labels,
+                    load(&self.intake[kind as usize][i]),
+                );
+            }
         }
         header(
             &mut out,

@@ -59,8 +59,15 @@ enum Cmd {
         #[arg(long)]
         q: Option<String>,
     },
-    /// Where one order stands, by its uniqueid.
-    Status { uniqueid: String },
+    /// Where one job stands, by its uniqueid (or, with --booking, its bookId).
+    Status {
+        /// The uniqueid, or the bookId.
+        #[arg(value_name = "KEY")]
+        job_key: String,
+        /// The key is a booking's bookId.
+        #[arg(long)]
+        booking: bool,
+    },
     /// Put a job in error back in the queue.
     Retry { job_id: String },
     /// Clear the jobs waiting in the queue.
@@ -121,10 +128,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .iter()
                 .map(|j| {
                     vec![
-                        j.uniqueid.clone(),
+                        j.kind.as_str().into(),
+                        j.key().into(),
                         j.status.as_str().into(),
-                        j.worksheet.clone(),
-                        j.amount.to_string(),
+                        j.payload.summary(),
                         j.attempts.to_string(),
                         j.reason_code.clone().unwrap_or_else(|| "-".into()),
                         j.id.to_string(),
@@ -132,31 +139,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .collect();
             let header = [
-                "UNIQUEID",
-                "STATUS",
-                "WORKSHEET",
-                "AMOUNT",
-                "ATTEMPTS",
-                "REASON",
-                "JOB ID",
+                "KIND", "KEY", "STATUS", "WHAT", "ATTEMPTS", "REASON", "JOB ID",
             ];
             println!("{}", table::render(&header, &rows));
             println!("{} job(s)", page.length);
             Ok(())
         }
-        Cmd::Status { uniqueid } => {
-            let j: JobView = api
-                .get(&format!("/get_order_status?uniqueid={}", encode(&uniqueid)))
-                .await?;
+        Cmd::Status { job_key, booking } => {
+            let path = if booking {
+                format!("/get_booking_status?bookId={}", encode(&job_key))
+            } else {
+                format!("/get_order_status?uniqueid={}", encode(&job_key))
+            };
+            let j: JobView = api.get(&path).await?;
             let fields = [
-                ("uniqueid", Some(j.uniqueid)),
+                ("kind", Some(j.kind.as_str().into())),
+                (j.kind.key_name(), Some(j.key().to_string())),
                 ("status", Some(j.status.as_str().into())),
                 ("id", Some(j.id.to_string())),
-                ("worksheet", Some(j.worksheet)),
-                ("product_nr", Some(j.product_nr)),
-                ("amount", Some(j.amount.to_string())),
+                ("what", Some(j.payload.summary())),
                 ("attempts", Some(j.attempts.to_string())),
                 ("next_attempt_at", j.next_attempt_at),
+                ("waiting_for", j.waiting_for),
                 ("reason_code", j.reason_code),
                 ("reason_text", j.reason_text),
                 ("target_ref", j.target_ref),

@@ -67,12 +67,14 @@ pub struct ErrorBody {
 /// | `INVALID_QUERY` | 400 | a query parameter has the wrong type |
 /// | `INVALID_PATH` | 400 | a path segment has the wrong type |
 /// | `INVALID_JOB_ID` | 400 | the job id is not a UUID |
+/// | `KIND_NOT_TAKEN` | 400 | this tenant's target does not take jobs of this kind |
 /// | `UNAUTHORIZED` | 401 | the API key (or worker token) is missing or wrong |
 /// | `NOT_FOUND` | 404 | no such route |
 /// | `JOB_NOT_FOUND` | 404 | no such job |
 /// | `NO_TARGET` | 404 | the tenant has no `[target]` configured |
 /// | `METHOD_NOT_ALLOWED` | 405 | the route does not take that method |
 /// | `UNIQUEID_CONFLICT` | 409 | the uniqueid is known with a different order |
+/// | `BOOKID_CONFLICT` | 409 | the bookId is known with other times or another patron |
 /// | `NOT_IN_ERROR` | 409 | only jobs in `error` can be retried |
 /// | `PAYLOAD_TOO_LARGE` | 413 | the body is over 64 KiB |
 /// | `UNSUPPORTED_MEDIA_TYPE` | 415 | the body must be `application/json` |
@@ -90,12 +92,14 @@ pub enum ErrorCode {
     InvalidQuery,
     InvalidPath,
     InvalidJobId,
+    KindNotTaken,
     Unauthorized,
     NotFound,
     JobNotFound,
     NoTarget,
     MethodNotAllowed,
     UniqueidConflict,
+    BookidConflict,
     NotInError,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -106,7 +110,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::ValidationFailed,
         ErrorCode::MalformedJson,
         ErrorCode::InvalidBody,
@@ -114,12 +118,14 @@ impl ErrorCode {
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidPath,
         ErrorCode::InvalidJobId,
+        ErrorCode::KindNotTaken,
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
         ErrorCode::JobNotFound,
         ErrorCode::NoTarget,
         ErrorCode::MethodNotAllowed,
         ErrorCode::UniqueidConflict,
+        ErrorCode::BookidConflict,
         ErrorCode::NotInError,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
@@ -138,12 +144,14 @@ impl ErrorCode {
             ErrorCode::InvalidQuery => "INVALID_QUERY",
             ErrorCode::InvalidPath => "INVALID_PATH",
             ErrorCode::InvalidJobId => "INVALID_JOB_ID",
+            ErrorCode::KindNotTaken => "KIND_NOT_TAKEN",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::JobNotFound => "JOB_NOT_FOUND",
             ErrorCode::NoTarget => "NO_TARGET",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::UniqueidConflict => "UNIQUEID_CONFLICT",
+            ErrorCode::BookidConflict => "BOOKID_CONFLICT",
             ErrorCode::NotInError => "NOT_IN_ERROR",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::Secret;
+pub use crate::booking::Booking;
 
 /// A job's public id: a UUID v7, so ids sort by creation time (the queue listing relies on it).
 #[derive(
@@ -113,16 +114,114 @@ impl Status {
     }
 }
 
-/// What a job asks the target to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// What a job asks the target to do: the payload's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
+    /// An OilMat pumping: a line on a worksheet in the workshop's ERP.
     OrderLine,
+    /// A LibCal room booking: a visitor pre-registration in PassagePoint.
+    Booking,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 2] = [JobKind::OrderLine, JobKind::Booking];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::OrderLine => "order_line",
+            JobKind::Booking => "booking",
+        }
+    }
+
+    /// The name its upstream gives the idempotency key.
+    pub fn key_name(self) -> &'static str {
+        match self {
+            JobKind::OrderLine => "uniqueid",
+            JobKind::Booking => "bookId",
+        }
+    }
+}
+
+/// What a job carries: one variant per kind, tagged with the kind. The job's life cycle (lease,
+/// retry, expiry, clear, fencing, log) never looks inside; it asks only for the idempotency key,
+/// whether a second submission is the same, the search text and the public view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Payload {
+    OrderLine(OrderLine),
+    Booking(Booking),
+}
+
+impl Payload {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            Payload::OrderLine(_) => JobKind::OrderLine,
+            Payload::Booking(_) => JobKind::Booking,
+        }
+    }
+
+    /// The upstream's idempotency key; unique within its kind.
+    pub fn key(&self) -> &str {
+        match self {
+            Payload::OrderLine(o) => &o.uniqueid,
+            Payload::Booking(b) => &b.book_id,
+        }
+    }
+
+    /// The fields in which `other` differs from this payload; none means a second submission of
+    /// the same job (a harmless replay). Payloads of different kinds differ in `kind`.
+    pub fn differences(&self, other: &Payload) -> Vec<&'static str> {
+        match (self, other) {
+            (Payload::OrderLine(a), Payload::OrderLine(b)) => a.differences(b),
+            (Payload::Booking(a), Payload::Booking(b)) => a.differences(b),
+            _ => vec!["kind"],
+        }
+    }
+
+    /// Whether `needle` (lower-case) occurs in what an operator would search by.
+    pub fn matches(&self, needle: &str) -> bool {
+        let fields: Vec<&str> = match self {
+            Payload::OrderLine(o) => vec![
+                &o.uniqueid,
+                &o.worksheet,
+                &o.product_nr,
+                o.dealer.as_deref().unwrap_or(""),
+                o.username.as_deref().unwrap_or(""),
+            ],
+            Payload::Booking(b) => vec![
+                &b.book_id,
+                &b.first_name,
+                &b.last_name,
+                &b.email,
+                b.primary_id.as_deref().unwrap_or(""),
+            ],
+        };
+        fields.iter().any(|f| f.to_lowercase().contains(needle))
+    }
+
+    /// What people are shown of it: never a password.
+    pub fn view(&self) -> PayloadView {
+        match self {
+            Payload::OrderLine(o) => PayloadView::OrderLine(OrderView {
+                uniqueid: o.uniqueid.clone(),
+                workshop: o.workshop.clone(),
+                dealer: o.dealer.clone(),
+                worksheet: o.worksheet.clone(),
+                product_nr: o.product_nr.clone(),
+                amount: o.amount,
+                username: o.username.clone(),
+            }),
+            Payload::Booking(b) => PayloadView::Booking(b.clone()),
+        }
+    }
 }
 
 /// What an OilMat pumping asks for: `amount` of `product_nr` on `worksheet` in `workshop`'s ERP.
-/// Built only by [`crate::validate::parse_create`], so its fields are always valid.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Built only by [`crate::validate::parse_create`], so its fields are always valid. The one
+/// shape of an order: parsed, stored and leased to the worker as it is; people see an
+/// [`OrderView`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OrderLine {
     pub uniqueid: String,
     /// The tenant's workshop: the one the order named, or this api's when it named none.
@@ -137,8 +236,89 @@ pub struct OrderLine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Some ERPs take the operator's own credentials per job (the legacy client sends them).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Stored and leased in the clear (the worker needs it); never in a view.
+    #[serde(
+        default,
+        with = "crate::secret::exposed",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
     pub password: Option<Secret<String>>,
+}
+
+impl OrderLine {
+    /// The fields in which a repeated `POST /create` differs from this order. The workshop is
+    /// this tenant whatever its spelling, and the `dealer` label names no part of the order, so
+    /// neither is compared.
+    pub fn differences(&self, o: &OrderLine) -> Vec<&'static str> {
+        [
+            ("worksheet", self.worksheet == o.worksheet),
+            ("product_nr", self.product_nr == o.product_nr),
+            ("amount", self.amount == o.amount),
+            ("username", self.username == o.username),
+            ("password", self.password == o.password),
+        ]
+        .into_iter()
+        .filter(|(_, same)| !same)
+        .map(|(field, _)| field)
+        .collect()
+    }
+}
+
+/// An order line as people see it: the fields `POST /create` took, never the password.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OrderView {
+    pub uniqueid: String,
+    pub workshop: String,
+    /// The label the legacy client sent as `dealer`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dealer: Option<String>,
+    pub worksheet: String,
+    pub product_nr: String,
+    pub amount: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+}
+
+/// A payload as people see it: an order's fields or a booking's, beside the job's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum PayloadView {
+    OrderLine(OrderView),
+    /// A booking has no secret: people see it whole.
+    Booking(Booking),
+}
+
+impl PayloadView {
+    pub fn order(&self) -> Option<&OrderView> {
+        match self {
+            PayloadView::OrderLine(o) => Some(o),
+            PayloadView::Booking(_) => None,
+        }
+    }
+
+    pub fn booking(&self) -> Option<&Booking> {
+        match self {
+            PayloadView::Booking(b) => Some(b),
+            PayloadView::OrderLine(_) => None,
+        }
+    }
+
+    /// One line for a table: what the job asks for.
+    pub fn summary(&self) -> String {
+        match self {
+            PayloadView::OrderLine(o) => {
+                format!(
+                    "{} x {} on worksheet {}",
+                    o.amount, o.product_nr, o.worksheet
+                )
+            }
+            PayloadView::Booking(b) => format!(
+                "{} {} at {} from {}",
+                b.first_name, b.last_name, b.lid, b.from_date
+            ),
+        }
+    }
 }
 
 /// One transition in a job's history, as `GET /jobs/{id}/log` shows it.
@@ -160,22 +340,16 @@ pub struct EventView {
     pub worker_id: Option<String>,
 }
 
-/// A job as people and upstream systems see it: never a password.
+/// A job as people and upstream systems see it: never a password. An order's fields are flat
+/// beside the job's (`uniqueid`, `worksheet`, ...), as the deployed clients read them; so are a
+/// booking's (`bookId`, `fromDate`, ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
     pub id: JobId,
     pub kind: JobKind,
-    pub uniqueid: String,
+    #[serde(flatten)]
+    pub payload: PayloadView,
     pub status: Status,
-    pub workshop: String,
-    /// The label the legacy client sent as `dealer`, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dealer: Option<String>,
-    pub worksheet: String,
-    pub product_nr: String,
-    pub amount: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
     pub attempts: u32,
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -194,6 +368,16 @@ pub struct JobView {
     pub reason_text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_ref: Option<String>,
+}
+
+impl JobView {
+    /// The upstream's idempotency key (`uniqueid` or `bookId`).
+    pub fn key(&self) -> &str {
+        match &self.payload {
+            PayloadView::OrderLine(o) => &o.uniqueid,
+            PayloadView::Booking(b) => &b.book_id,
+        }
+    }
 }
 
 /// How many jobs are in each status.

@@ -5,6 +5,7 @@
 //! sled nor reqwest (an Architecture Invariant), which keeps it cheap to build and easy to test.
 
 pub mod answer;
+pub mod booking;
 pub mod config;
 pub mod envelope;
 pub mod job;

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use crate::strict;
 
-use crate::job::{JobId, JobKind, LeaseId, Status};
+use crate::job::{JobId, LeaseId, Payload, Status};
 
 pub const DEFAULT_LEASE_MAX: u32 = 32;
 pub const MAX_LEASE_MAX: u32 = 512;
@@ -56,21 +56,6 @@ pub struct LeaseRequest {
     pub lease_ms: u64,
 }
 
-/// The order as the worker needs it to deliver: unlike [`crate::job::JobView`], it carries the
-/// job's ERP password, since only the worker may use it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct DeliveryOrder {
-    pub uniqueid: String,
-    pub workshop: String,
-    pub worksheet: String,
-    pub product_nr: String,
-    pub amount: f64,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<String>,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LeasedJob {
     pub job_id: JobId,
@@ -79,8 +64,9 @@ pub struct LeasedJob {
     pub lease_expires_at: String,
     /// 1 on the first delivery attempt.
     pub attempt: u32,
-    pub kind: JobKind,
-    pub order: DeliveryOrder,
+    /// What to deliver, tagged with its kind. Unlike [`crate::job::JobView`], an order carries
+    /// its ERP password: only the worker may use it.
+    pub payload: Payload,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -40,6 +40,27 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Secret<T> {
     }
 }
 
+/// `#[serde(with = "crate::secret::exposed")]` for an `Option<Secret<String>>` that must travel
+/// in the clear: in the stored record, and to the worker that uses it. Views never carry one.
+pub mod exposed {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Secret;
+
+    pub fn serialize<S: Serializer>(v: &Option<Secret<String>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(secret) => s.serialize_some(secret.expose()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Secret<String>>, D::Error> {
+        Option::<String>::deserialize(d).map(|v| v.map(Secret::new))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

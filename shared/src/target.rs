@@ -7,12 +7,28 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::Secret;
+use crate::job::JobKind;
 
 /// `[target]` as written in the tenant's config.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TargetConfig {
     ErpRest(ErpRestConfig),
+}
+
+impl TargetConfig {
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            TargetConfig::ErpRest(_) => "erp_rest",
+        }
+    }
+
+    /// The kinds of job this target takes; intake refuses the others.
+    pub fn takes(&self) -> &'static [JobKind] {
+        match self {
+            TargetConfig::ErpRest(_) => &[JobKind::OrderLine],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

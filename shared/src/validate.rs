@@ -33,9 +33,9 @@ pub enum CreateError {
 
 /// A text field: canonical name first, then the names the legacy client uses, and its largest
 /// length in characters.
-struct Text {
-    names: &'static [&'static str],
-    max_chars: usize,
+pub(crate) struct Text {
+    pub names: &'static [&'static str],
+    pub max_chars: usize,
 }
 
 const UNIQUEID: Text = Text {
@@ -156,14 +156,14 @@ fn parse_fields(obj: &Map<String, Value>, this_workshop: &str) -> Result<OrderLi
 }
 
 /// The first of `names` present in `obj`, with the canonical name for error messages.
-fn lookup<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Option<&'a Value> {
+pub(crate) fn lookup<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Option<&'a Value> {
     names
         .iter()
         .find_map(|n| obj.get(*n))
         .filter(|v| !v.is_null())
 }
 
-fn text(
+pub(crate) fn text(
     obj: &Map<String, Value>,
     spec: &Text,
     errors: &mut BTreeMap<String, String>,
@@ -194,7 +194,7 @@ fn text(
     Some(Some(s.trim().to_string()))
 }
 
-fn required_text(
+pub(crate) fn required_text(
     obj: &Map<String, Value>,
     spec: &Text,
     errors: &mut BTreeMap<String, String>,
@@ -208,7 +208,7 @@ fn required_text(
     }
 }
 
-fn optional_text(
+pub(crate) fn optional_text(
     obj: &Map<String, Value>,
     spec: &Text,
     errors: &mut BTreeMap<String, String>,
@@ -266,8 +266,8 @@ fn decimal_text(s: &str) -> Option<f64> {
 pub struct CreateRequest;
 
 /// No control characters (Rust's `char::is_control`), and for required fields, not only spaces.
-const NO_CONTROL: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$";
-const NOT_BLANK_NO_CONTROL: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$";
+pub(crate) const NO_CONTROL: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$";
+pub(crate) const NOT_BLANK_NO_CONTROL: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$";
 /// Amounts sent as text that [`decimal_text`] takes and that are over 0 and under 100000.
 const AMOUNT_TEXT: &str = "^\\s*[+]?0*([1-9][0-9]{0,4}([.,][0-9]*)?|[.,]0*[1-9][0-9]*)\\s*$";
 

@@ -3,6 +3,8 @@
 // A test that cannot unwrap should fail loudly.
 #![allow(clippy::unwrap_used)]
 
+/// POST /bookings and GET /get_booking_status: booking jobs beside order lines.
+mod bookings;
 /// The worker delivers to the simulated ERP: retries, faults, kills, two workers.
 mod delivery;
 /// Restarts and kill -9 under load: nothing acknowledged is lost.
@@ -21,3 +23,5 @@ mod protocol;
 mod queue;
 /// Routing, auth, the command line, and PUT /kill.
 mod surface;
+/// Stores written by the previous release open and keep working.
+mod upgrade;

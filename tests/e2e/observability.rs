@@ -105,8 +105,8 @@ async fn metrics_count_intake_deliveries_and_errors_by_reason_for_the_tenant() {
     for line in [
         r#"ferry_jobs{tenant="bennys-auto",status="created"} 1"#,
         r#"ferry_jobs{tenant="bennys-auto",status="error"} 1"#,
-        r#"ferry_intake_total{tenant="bennys-auto",result="created"} 2"#,
-        r#"ferry_intake_total{tenant="bennys-auto",result="duplicate"} 1"#,
+        r#"ferry_intake_total{tenant="bennys-auto",kind="order_line",result="created"} 2"#,
+        r#"ferry_intake_total{tenant="bennys-auto",kind="order_line",result="duplicate"} 1"#,
         r#"ferry_deliveries_total{tenant="bennys-auto",outcome="created"} 1"#,
         r#"ferry_target_errors_total{tenant="bennys-auto",reason_code="ERP_WORKSHEET_NOT_FOUND"} 1"#,
         r#"ferry_delivery_duration_seconds_count{tenant="bennys-auto"} 2"#,

@@ -42,7 +42,7 @@ async fn a_job_goes_through_every_state_and_its_log_tells_the_whole_story() {
     assert_eq!(leased["job_id"], id.as_str());
     assert_eq!(leased["attempt"], 1);
     assert_eq!(
-        leased["order"]["password"], "pw-in-flight",
+        leased["payload"]["password"], "pw-in-flight",
         "the worker needs the job's credentials"
     );
     let lease = leased["lease_id"].as_str().unwrap().to_string();
@@ -209,7 +209,7 @@ async fn a_long_poll_wakes_as_soon_as_work_arrives() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         api.create_ok(&order("wake")).await
     });
-    assert_eq!(leased["jobs"][0]["order"]["uniqueid"], "wake", "{leased}");
+    assert_eq!(leased["jobs"][0]["payload"]["uniqueid"], "wake", "{leased}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "the long-poll waited for its deadline instead of waking"
@@ -231,7 +231,7 @@ async fn a_stopped_worker_is_told_to_pause_and_start_worker_wakes_it() {
         api.put("/start_worker").await
     });
     assert_eq!(leased["directive"], "run");
-    assert_eq!(leased["jobs"][0]["order"]["uniqueid"], "held", "{leased}");
+    assert_eq!(leased["jobs"][0]["payload"]["uniqueid"], "held", "{leased}");
 }
 
 #[tokio::test]

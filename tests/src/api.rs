@@ -17,6 +17,9 @@ pub struct ApiOptions {
     pub api_key: Option<String>,
     /// Start with the legacy positional form `ferry-api PORT WORKSHOP`.
     pub legacy_form: bool,
+    /// A directory copied into the tenant's directory before the first start (a store written
+    /// by an earlier release, say).
+    pub tenant_dir_from: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiOptions {
@@ -26,6 +29,7 @@ impl Default for ApiOptions {
             env: Vec::new(),
             api_key: None,
             legacy_form: false,
+            tenant_dir_from: None,
         }
     }
 }
@@ -64,6 +68,16 @@ impl TestApi {
 
     pub async fn with(opts: ApiOptions) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
+        if let Some(from) = &opts.tenant_dir_from {
+            let slug: String = opts
+                .workshop
+                .to_lowercase()
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join("-");
+            copy_dir(from, &data.path().join(slug));
+        }
         let mut api = TestApi {
             opts,
             data,
@@ -245,6 +259,19 @@ impl TestApi {
                 Some(c) => cursor = c.to_string(),
                 None => return out,
             }
+        }
+    }
+}
+
+/// Copies the directory `from` to `to`, recursively.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
         }
     }
 }

@@ -3,17 +3,16 @@
 //! `PUT /jobs/{id}/retry`.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ferry_shared::answer::{JobLog, LegacyError, LegacyStatus, Placed};
 use ferry_shared::envelope::{ErrorCode, Failure, Success};
-use ferry_shared::job::{EventView, JobId, JobView, Status};
+use ferry_shared::job::{EventView, JobId, JobKind, JobView, Payload, Status};
 use ferry_shared::validate::{CreateError, CreateRequest, ParsedOrder, parse_create};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::openapi::JobLookupFailures;
-use super::{MAX_BODY, ok};
+use super::{check_kind, json_body, ok};
 use crate::error::ApiError;
 use crate::metrics::Intake;
 use crate::state::AppState;
@@ -52,37 +51,16 @@ pub(super) async fn create(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    const KIND: JobKind = JobKind::OrderLine;
     let refused = |e: ApiError| {
-        state.metrics.intake(Intake::Refused);
+        state.metrics.intake(KIND, Intake::Refused);
         e
     };
     if state.stopping() {
         return Err(refused(ApiError::ShuttingDown));
     }
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type
-        .split(';')
-        .next()
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-    {
-        return Err(refused(ApiError::UnsupportedMediaType(format!(
-            "the body must be JSON (Content-Type: application/json), not '{content_type}'"
-        ))));
-    }
-    let body = payload
-        .to_bytes_limited(MAX_BODY)
-        .await
-        .map_err(|_| refused(ApiError::PayloadTooLarge(MAX_BODY)))?
-        .map_err(|e| {
-            refused(ApiError::BadRequest {
-                code: ErrorCode::BadBody,
-                detail: format!("the body could not be read: {e}"),
-            })
-        })?;
+    check_kind(&state, KIND).map_err(refused)?;
+    let body = json_body(&req, payload).await.map_err(refused)?;
     let ParsedOrder { order, ignored } =
         parse_create(&body, &state.settings.workshop).map_err(|e| {
             refused(match e {
@@ -96,9 +74,9 @@ pub(super) async fn create(
     let uniqueid = order.uniqueid.clone();
     let dealer = order.dealer.clone();
     let ignored = ignored_note(&ignored);
-    match state.store.create(order).await? {
+    match state.store.create(Payload::OrderLine(order), None).await? {
         CreateOutcome::New(job) => {
-            state.metrics.intake(Intake::Created);
+            state.metrics.intake(KIND, Intake::Created);
             tracing::debug!(job_id = %job.id, %uniqueid, ?dealer, "job placed");
             let placed = Placed {
                 new: true,
@@ -107,7 +85,7 @@ pub(super) async fn create(
             Ok(ok(StatusCode::OK, format!("job placed{ignored}"), placed))
         }
         CreateOutcome::Duplicate(job) => {
-            state.metrics.intake(Intake::Duplicate);
+            state.metrics.intake(KIND, Intake::Duplicate);
             let placed = Placed {
                 new: false,
                 job: state.view(&job),
@@ -119,33 +97,41 @@ pub(super) async fn create(
             ))
         }
         CreateOutcome::Conflict(job, differing) => {
-            state.metrics.intake(Intake::Conflict);
-            Err(ApiError::Conflict {
-                code: ErrorCode::UniqueidConflict,
-                detail: format!(
-                    "uniqueid '{uniqueid}' is already used by job {} with a different {}",
-                    job.id,
-                    differing.join(", ")
+            state.metrics.intake(KIND, Intake::Conflict);
+            Err(conflict(
+                ErrorCode::UniqueidConflict,
+                format!(
+                    "uniqueid '{uniqueid}' is already used by job {} with a different",
+                    job.id
                 ),
-                fields: differing
-                    .iter()
-                    .map(|f| {
-                        (
-                            f.to_string(),
-                            "differs from the order placed first".to_string(),
-                        )
-                    })
-                    .collect(),
-            })
+                &differing,
+            ))
         }
         CreateOutcome::QueueFull => {
-            state.metrics.intake(Intake::Refused);
+            state.metrics.intake(KIND, Intake::Refused);
             tracing::warn!(
                 max_queue = state.settings.max_queue,
                 "intake refused: queue full"
             );
             Err(ApiError::QueueFull)
         }
+    }
+}
+
+/// A 409 for a key known with a different payload, naming the fields that differ.
+pub(super) fn conflict(code: ErrorCode, detail: String, differing: &[&'static str]) -> ApiError {
+    ApiError::Conflict {
+        code,
+        detail: format!("{detail} {}", differing.join(", ")),
+        fields: differing
+            .iter()
+            .map(|f| {
+                (
+                    f.to_string(),
+                    "differs from the one placed first".to_string(),
+                )
+            })
+            .collect(),
     }
 }
 
@@ -202,7 +188,7 @@ pub(super) async fn order_status(
     };
     let job = state
         .store
-        .job_by_uniqueid(uniqueid.trim())?
+        .job_by_key(JobKind::OrderLine, uniqueid.trim())?
         .ok_or_else(|| ApiError::job_not_found(format_args!("with uniqueid '{uniqueid}'")))?;
     Ok(ok(StatusCode::OK, job.status.as_str(), state.view(&job)))
 }
@@ -255,7 +241,10 @@ pub(super) async fn check_order_status(
             "unique_id is required",
         ));
     };
-    let Some(job) = state.store.job_by_uniqueid(unique_id.trim())? else {
+    let Some(job) = state
+        .store
+        .job_by_key(JobKind::OrderLine, unique_id.trim())?
+    else {
         return Ok(legacy_error(StatusCode::NOT_FOUND, "Order not found"));
     };
     let reason = match (job.status, &job.reason_text, &job.reason_code) {
@@ -264,7 +253,7 @@ pub(super) async fn check_order_status(
         (_, text, _) => text.clone(),
     };
     Ok(HttpResponse::Ok().json(LegacyStatus {
-        unique_id: job.order.uniqueid,
+        unique_id: job.payload.key().to_string(),
         status: job.status.into(),
         reason,
     }))

@@ -4,6 +4,7 @@
 //! is a `web::resource` (see [`route`]), so a wrong method answers 405 with `Allow` (the route
 //! macros would answer 404), and every answer is the envelope.
 
+mod bookings;
 mod control;
 mod health;
 mod jobs;
@@ -15,11 +16,13 @@ pub use openapi::{DocumentJson, document};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, web};
 use ferry_shared::envelope::{ErrorCode, Success};
+use ferry_shared::job::JobKind;
 use serde::Serialize;
 use utoipa::openapi::path::HttpMethod;
 use utoipa_actix_web::OpenApiFactory;
 
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Largest request body accepted anywhere.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -55,6 +58,8 @@ pub fn table() -> Vec<ApiRoute> {
         ApiRoute::new(jobs::__path_job, jobs::job),
         ApiRoute::new(jobs::__path_job_log, jobs::job_log),
         ApiRoute::new(jobs::__path_retry, jobs::retry),
+        ApiRoute::new(bookings::__path_create_booking, bookings::create_booking),
+        ApiRoute::new(bookings::__path_booking_status, bookings::booking_status),
         ApiRoute::new(control::__path_queue, control::queue),
         ApiRoute::new(control::__path_clear_queue, control::clear_queue),
         ApiRoute::new(control::__path_start_worker, control::start_worker),
@@ -148,6 +153,58 @@ where
         .default_service(web::to(move || async move {
             Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allowed))
         }))
+}
+
+/// A JSON body read as bytes (intake parses it itself, so every refusal is the envelope and
+/// names the field): `application/json`, at most [`MAX_BODY`].
+pub(crate) async fn json_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<web::Bytes, ApiError> {
+    let content_type = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the body must be JSON (Content-Type: application/json), not '{content_type}'"
+        )));
+    }
+    payload
+        .to_bytes_limited(MAX_BODY)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY))?
+        .map_err(|e| ApiError::BadRequest {
+            code: ErrorCode::BadBody,
+            detail: format!("the body could not be read: {e}"),
+        })
+}
+
+/// Refuses a job of a kind this tenant's target does not take (a tenant with no target yet takes
+/// any: its jobs wait for one).
+pub(crate) fn check_kind(state: &AppState, kind: JobKind) -> Result<(), ApiError> {
+    match &state.settings.target {
+        Some(target) if !target.takes().contains(&kind) => Err(ApiError::BadRequest {
+            code: ErrorCode::KindNotTaken,
+            detail: format!(
+                "this tenant's target ({}) takes {} jobs, not {}",
+                target.kind_name(),
+                target
+                    .takes()
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                kind.as_str()
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use ferry_shared::config::RetryConfig;
-use ferry_shared::job::{JobId, OrderLine, Status};
+use ferry_shared::job::{JobId, OrderLine, Payload, Status};
 use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome, ReportItem};
 
-use super::machine::{Answer, Command, Machine};
+use super::machine::{Answer, Command, Machine, NewJob};
 use super::read::{Cursor, ListQuery};
 use super::{CreateOutcome, Engine, Limits, PruneBefore, RetryOutcome, Store, WriterHandle};
 
@@ -49,7 +49,11 @@ fn order(uniqueid: &str) -> OrderLine {
 }
 
 async fn create(store: &Store, uniqueid: &str) -> JobId {
-    match store.create(order(uniqueid)).await.unwrap() {
+    match store
+        .create(Payload::OrderLine(order(uniqueid)), None)
+        .await
+        .unwrap()
+    {
         CreateOutcome::New(job) => job.id,
         _ => panic!("{uniqueid} was not new"),
     }
@@ -147,27 +151,27 @@ pub async fn the_same_uniqueid_is_one_job_across_restarts(engine: Engine) {
     let (store, writer) = open(engine, dir.path());
     let id = create(&store, "once").await;
     assert!(
-        matches!(store.create(order("once")).await.unwrap(), CreateOutcome::Duplicate(j) if j.id == id)
+        matches!(store.create(Payload::OrderLine(order("once")), None).await.unwrap(), CreateOutcome::Duplicate(j) if j.id == id)
     );
     let mut relabelled = order("once");
     relabelled.dealer = Some("Gygag".into());
     assert!(
-        matches!(store.create(relabelled).await.unwrap(), CreateOutcome::Duplicate(j) if j.id == id),
+        matches!(store.create(Payload::OrderLine(relabelled), None).await.unwrap(), CreateOutcome::Duplicate(j) if j.id == id),
         "the dealer label is not part of the order"
     );
     let mut other = order("once");
     other.amount = 6.0;
     assert!(matches!(
-        store.create(other.clone()).await.unwrap(),
+        store.create(Payload::OrderLine(other.clone()), None).await.unwrap(),
         CreateOutcome::Conflict(_, fields) if fields == ["amount"]
     ));
     close(store, writer).await;
     let (store, writer) = open(engine, dir.path());
     assert!(
-        matches!(store.create(order("once")).await.unwrap(), CreateOutcome::Duplicate(j) if j.id == id)
+        matches!(store.create(Payload::OrderLine(order("once")), None).await.unwrap(), CreateOutcome::Duplicate(j) if j.id == id)
     );
     assert!(matches!(
-        store.create(other).await.unwrap(),
+        store.create(Payload::OrderLine(other), None).await.unwrap(),
         CreateOutcome::Conflict(_, _)
     ));
     assert_eq!(store.count(Status::Placed), 1);
@@ -317,7 +321,15 @@ pub async fn an_operator_retry_restarts_the_age_limit(engine: Engine) {
         .remove(0)
         .status
     };
-    step(&mut m, t0, |a| Command::Create(order("old"), a));
+    step(&mut m, t0, |a| {
+        Command::Create(
+            NewJob {
+                payload: Payload::OrderLine(order("old")),
+                refused: None,
+            },
+            a,
+        )
+    });
     let job = lease(&mut m, t0);
     // 49 hours later the first failure is past max_age_hours (48): error.
     assert_eq!(fail(&mut m, &job, t0 + 49 * hour), Some(Status::Error));
@@ -360,7 +372,12 @@ pub async fn pruning_removes_finished_jobs_and_frees_their_uniqueids(engine: Eng
         "errors kept until retried or cleared"
     );
     assert!(store.job(done).unwrap().is_none());
-    assert!(store.job_by_uniqueid("done").unwrap().is_none());
+    assert!(
+        store
+            .job_by_key(ferry_shared::job::JobKind::OrderLine, "done")
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(status(&store, failed), Status::Error);
     assert_eq!(
         store
@@ -385,7 +402,10 @@ pub async fn pruning_removes_finished_jobs_and_frees_their_uniqueids(engine: Eng
     assert_eq!(store.count(Status::Created), 0);
     assert_eq!(store.count(Status::Error), 0);
     assert!(matches!(
-        store.create(order("done")).await.unwrap(),
+        store
+            .create(Payload::OrderLine(order("done")), None)
+            .await
+            .unwrap(),
         CreateOutcome::New(_)
     ));
     close(store, writer).await;
@@ -405,11 +425,17 @@ pub async fn a_full_queue_refuses_new_jobs(engine: Engine) {
     create(&store, "a").await;
     create(&store, "b").await;
     assert!(matches!(
-        store.create(order("c")).await.unwrap(),
+        store
+            .create(Payload::OrderLine(order("c")), None)
+            .await
+            .unwrap(),
         CreateOutcome::QueueFull
     ));
     assert!(matches!(
-        store.create(order("a")).await.unwrap(),
+        store
+            .create(Payload::OrderLine(order("a")), None)
+            .await
+            .unwrap(),
         CreateOutcome::Duplicate(_)
     ));
     close(store, writer).await;
@@ -434,7 +460,7 @@ pub async fn listing_pages_through_each_status_once(engine: Engine) {
                 budget: super::read::SCAN_BUDGET,
             })
             .unwrap();
-        seen.extend(page.jobs.iter().map(|j| j.order.uniqueid.clone()));
+        seen.extend(page.jobs.iter().map(|j| j.payload.key().to_string()));
         match page.next_cursor {
             Some(c) => after = Some(c),
             None => break,
@@ -469,7 +495,7 @@ pub async fn listing_pages_through_each_status_once(engine: Engine) {
             .unwrap();
         pages += 1;
         assert!(page.jobs.len() <= 3);
-        found.extend(page.jobs.iter().map(|j| j.order.uniqueid.clone()));
+        found.extend(page.jobs.iter().map(|j| j.payload.key().to_string()));
         match page.next_cursor {
             Some(c) => after = Some(c),
             None => break,
@@ -533,6 +559,59 @@ pub async fn a_restart_recovers_jobs_counts_leases_and_worker_state(engine: Engi
     );
     store.set_worker_running(true).await.unwrap();
     assert_eq!(lease(&store, 5, 30_000).await.len(), 3);
+    close(store, writer).await;
+}
+
+pub async fn a_bookid_never_meets_a_uniqueid_and_a_job_refused_at_intake_is_kept(engine: Engine) {
+    use super::Refusal;
+    use ferry_shared::job::{Booking, JobKind};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(engine, dir.path());
+    let order_id = create(&store, "same-key").await;
+    let booking = Booking {
+        book_id: "same-key".into(),
+        from_date: "2026-12-01T13:15:00-05:00".into(),
+        to_date: "2026-12-01T13:30:00-05:00".into(),
+        first_name: "Ann".into(),
+        last_name: "Lee".into(),
+        email: "ann@gwu.edu".into(),
+        lid: 8827,
+        primary_id: None,
+    };
+    let refusal = Refusal {
+        code: "BOOKING_MISSING_PRIMARY_ID",
+        text: "no primary id".into(),
+    };
+    let CreateOutcome::New(job) = store
+        .create(Payload::Booking(booking.clone()), Some(refusal.clone()))
+        .await
+        .unwrap()
+    else {
+        panic!("a booking is not an order, whatever its key")
+    };
+    assert_ne!(job.id, order_id);
+    assert_eq!(job.status, Status::Error);
+    assert_eq!(
+        job.reason_code.as_deref(),
+        Some("BOOKING_MISSING_PRIMARY_ID")
+    );
+    assert!(
+        lease(&store, 10, 30_000)
+            .await
+            .iter()
+            .all(|j| j.job_id != job.id)
+    );
+    close(store, writer).await;
+
+    let (store, writer) = open(engine, dir.path());
+    let found = |kind| store.job_by_key(kind, "same-key").unwrap().unwrap().id;
+    assert_eq!(found(JobKind::OrderLine), order_id);
+    assert_eq!(found(JobKind::Booking), job.id);
+    assert!(matches!(
+        store.create(Payload::Booking(booking), Some(refusal)).await.unwrap(),
+        CreateOutcome::Duplicate(j) if j.id == job.id
+    ));
+    assert_eq!(store.count(Status::Error), 1);
     close(store, writer).await;
 }
 
@@ -602,6 +681,7 @@ macro_rules! suite {
             a_restart_recovers_jobs_counts_leases_and_worker_state,
             nothing_is_leased_after_leasing_stops,
             every_applied_group_survives_reopening,
+            a_bookid_never_meets_a_uniqueid_and_a_job_refused_at_intake_is_kept,
         );
     )*};
 }

@@ -9,19 +9,23 @@
 //! | `d`    | due ms (8) · job id (16)                  | empty       | `placed`, by due time       |
 //! | `l`    | lease expiry ms (8) · job id (16)         | empty       | `processing`, by expiry     |
 //! | `f`    | status (1) · finished ms (8) · job id (16)| empty       | `created`/`error`/`cleared` |
-//! | `u`    | uniqueid (utf-8)                          | job id (16) | idempotency index           |
+//! | `u`    | an order's uniqueid (utf-8)               | job id (16) | idempotency index, orders   |
+//! | `b`    | a booking's bookId (utf-8)                | job id (16) | idempotency index, bookings |
 //! | `m`    | name                                      | `StoredMeta`| tenant meta                 |
 //!
 //! Why so few keys: on the development machine each key sled writes costs about 5–7 µs, so a
 //! create writes 3 keys and a transition 3 operations (see ARCHITECTURE.md, "Store").
 
-use ferry_shared::job::{JobId, Status};
+use ferry_shared::job::{JobId, JobKind, Status};
 
 pub const JOB: u8 = b'j';
 pub const DUE: u8 = b'd';
 pub const LEASE: u8 = b'l';
 pub const FINISHED: u8 = b'f';
+/// The idempotency index of order lines (as version 1 wrote it: stores keep working).
 pub const UNIQUE: u8 = b'u';
+/// The idempotency index of bookings: a prefix of its own, so a bookId never meets a uniqueid.
+pub const UNIQUE_BOOKING: u8 = b'b';
 
 /// The meta record holding the worker's desired state (`PUT /start_worker`, `/stop_worker`).
 pub const META_WORKER: &[u8] = b"mworker";
@@ -66,8 +70,13 @@ pub fn index_ms(st: Status, key: &[u8]) -> Option<i64> {
     Some(u64::from_be_bytes(bytes) as i64)
 }
 
-pub fn unique(uniqueid: &str) -> Vec<u8> {
-    [&[UNIQUE], uniqueid.as_bytes()].concat()
+/// A job's idempotency key: each kind has its own index, so keys of two kinds never collide.
+pub fn unique(kind: JobKind, key: &str) -> Vec<u8> {
+    let prefix = match kind {
+        JobKind::OrderLine => UNIQUE,
+        JobKind::Booking => UNIQUE_BOOKING,
+    };
+    [&[prefix], key.as_bytes()].concat()
 }
 
 /// The job id at the end of an index key.

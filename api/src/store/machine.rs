@@ -23,13 +23,13 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use ferry_shared::job::{JobId, JobKind, LeaseId, OrderLine, Status};
+use ferry_shared::job::{JobId, LeaseId, Payload, Status};
 use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome, ReportAck, ReportItem};
 use ferry_shared::retry::{Decision, decide};
 use ferry_shared::rfc3339;
 
 use super::read::Get;
-use super::record::{self, Event, Job, Lease, Order, StoredMeta};
+use super::record::{self, Event, Job, Lease, StoredMeta};
 use super::{Batch, CreateOutcome, Kv, Limits, RetryOutcome, StoreError, keys, read};
 
 pub const MAX_ATTEMPTS_EXCEEDED: &str = "MAX_ATTEMPTS_EXCEEDED";
@@ -48,7 +48,7 @@ pub type Leased = (Vec<LeasedJob>, Option<i64>);
 pub type Beat = (Vec<LeaseId>, Vec<LeaseId>);
 
 pub enum Command {
-    Create(OrderLine, Answer<CreateOutcome>),
+    Create(NewJob, Answer<CreateOutcome>),
     Lease {
         worker_id: String,
         max: u32,
@@ -82,6 +82,21 @@ pub enum Command {
     },
     /// Flush and stop the writer.
     Close(Answer<()>),
+}
+
+/// A job to place: its payload, and why it cannot be delivered, when intake already knows
+/// (it is then kept in `error` with that reason, never dropped).
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub payload: Payload,
+    pub refused: Option<Refusal>,
+}
+
+/// A reason code and its text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub text: String,
 }
 
 /// Which finished jobs pruning removes: those finished before these times.
@@ -243,9 +258,7 @@ impl Machine {
     /// Runs one command; its answer waits for the group's flush.
     pub fn apply(&mut self, cmd: Command, now: i64) -> Pending {
         match cmd {
-            Command::Create(order, a) => {
-                Pending::new(a, self.run(|m, tx| m.create(tx, order, now)))
-            }
+            Command::Create(new, a) => Pending::new(a, self.run(|m, tx| m.create(tx, new, now))),
             Command::Lease {
                 worker_id,
                 max,
@@ -325,14 +338,11 @@ impl Machine {
         read::job(self, id)
     }
 
-    fn create(
-        &mut self,
-        tx: &mut Tx,
-        order: OrderLine,
-        now: i64,
-    ) -> Result<CreateOutcome, StoreError> {
-        if let Some(existing) = read::job_by_uniqueid(self, &order.uniqueid)? {
-            let differing = existing.order.differences(&order);
+    fn create(&mut self, tx: &mut Tx, new: NewJob, now: i64) -> Result<CreateOutcome, StoreError> {
+        let NewJob { payload, refused } = new;
+        let (kind, key) = (payload.kind(), payload.key().to_string());
+        if let Some(existing) = read::job_by_key(self, kind, &key)? {
+            let differing = existing.payload.differences(&payload);
             return Ok(if differing.is_empty() {
                 CreateOutcome::Duplicate(existing)
             } else {
@@ -340,14 +350,13 @@ impl Machine {
             });
         }
         let open = self.counts[Status::Placed.index()] + self.counts[Status::Processing.index()];
-        if open >= self.limits.max_queue {
+        if refused.is_none() && open >= self.limits.max_queue {
             return Ok(CreateOutcome::QueueFull);
         }
         let mut job = Job {
             id: JobId::new(),
-            kind: JobKind::OrderLine,
+            payload,
             status: Status::Placed,
-            order: Order::from(&order),
             attempts: 0,
             created_ms: now,
             updated_ms: now,
@@ -362,12 +371,26 @@ impl Machine {
             retried_ms: None,
         };
         tx.batch
-            .put(keys::unique(&order.uniqueid), job.id.as_bytes().to_vec());
-        index(tx, &job);
-        tx.delta[Status::Placed.index()] += 1;
+            .put(keys::unique(kind, &key), job.id.as_bytes().to_vec());
         append_event(&mut job, None, Note::says("received"), now);
+        if let Some(Refusal { code, text }) = refused {
+            job.status = Status::Error;
+            job.due_ms = None;
+            job.finished_ms = Some(now);
+            job.reason_code = Some(code.to_string());
+            job.reason_text = Some(clip(&text, MAX_TEXT));
+            append_event(
+                &mut job,
+                Some(Status::Placed),
+                Note::says(format!("{code}: {text}")),
+                now,
+            );
+        } else {
+            self.woke = true;
+        }
+        index(tx, &job);
+        tx.delta[job.status.index()] += 1;
         put_job(tx, &job);
-        self.woke = true;
         Ok(CreateOutcome::New(job))
     }
 
@@ -455,8 +478,7 @@ impl Machine {
                 lease_id: lease.lease_id,
                 lease_expires_at: rfc3339(lease.expires_ms),
                 attempt: job.attempts,
-                kind: job.kind,
-                order: job.order.for_delivery(),
+                payload: job.payload.clone(),
             });
         }
         let mut next_due_ms = None;
@@ -709,7 +731,7 @@ impl Machine {
             };
             unindex(tx, &job);
             tx.batch.delete(keys::job(id));
-            let unique = keys::unique(&job.order.uniqueid);
+            let unique = keys::unique(job.kind(), job.payload.key());
             if self.get(&unique)?.as_deref() == Some(id.as_bytes().as_slice()) {
                 tx.batch.delete(unique);
             }

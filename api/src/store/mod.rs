@@ -26,12 +26,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ferry_shared::config::RetryConfig;
-use ferry_shared::job::{JobId, LeaseId, OrderLine, Status};
+use ferry_shared::job::{JobId, JobKind, LeaseId, Payload, Status};
 use ferry_shared::protocol::{LeasedJob, ReportAck, ReportItem};
 use tokio::sync::oneshot;
 
 use machine::Answer;
-pub use machine::{Command, PruneBefore};
+pub use machine::{Command, NewJob, PruneBefore, Refusal};
 use record::Job;
 
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +173,7 @@ impl WriterHandle {
 pub enum CreateOutcome {
     New(Job),
     Duplicate(Job),
-    /// The uniqueid is known with a different order: the fields that differ.
+    /// The key is known with a different payload: the fields that differ.
     Conflict(Job, Vec<&'static str>),
     QueueFull,
 }
@@ -219,8 +219,14 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    pub async fn create(&self, order: OrderLine) -> Result<CreateOutcome, StoreError> {
-        self.call(|a| Command::Create(order, a)).await
+    /// Places a job; with `refused`, keeps it in `error` with that reason at once.
+    pub async fn create(
+        &self,
+        payload: Payload,
+        refused: Option<Refusal>,
+    ) -> Result<CreateOutcome, StoreError> {
+        self.call(|a| Command::Create(NewJob { payload, refused }, a))
+            .await
     }
 
     /// Leases up to `max` due jobs. Also answers when the next not-yet-due job becomes due.
@@ -311,8 +317,8 @@ impl Store {
         read::job(&*self.kv, id)
     }
 
-    pub fn job_by_uniqueid(&self, uniqueid: &str) -> Result<Option<Job>, StoreError> {
-        read::job_by_uniqueid(&*self.kv, uniqueid)
+    pub fn job_by_key(&self, kind: JobKind, key: &str) -> Result<Option<Job>, StoreError> {
+        read::job_by_key(&*self.kv, kind, key)
     }
 
     /// When the oldest job waiting to be leased was created (among the first

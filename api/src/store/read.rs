@@ -3,7 +3,7 @@
 
 use std::ops::ControlFlow;
 
-use ferry_shared::job::{JobId, Status};
+use ferry_shared::job::{JobId, JobKind, Status};
 
 use super::record::{self, Job};
 use super::{Kv, StoreError, keys};
@@ -29,11 +29,13 @@ pub fn job(from: &(impl Get + ?Sized), id: JobId) -> Result<Option<Job>, StoreEr
         .transpose()
 }
 
-pub fn job_by_uniqueid(
+/// The job of `kind` with this idempotency key (`uniqueid`, `bookId`).
+pub fn job_by_key(
     from: &(impl Get + ?Sized),
-    uniqueid: &str,
+    kind: JobKind,
+    key: &str,
 ) -> Result<Option<Job>, StoreError> {
-    match from.get(&keys::unique(uniqueid))? {
+    match from.get(&keys::unique(kind, key))? {
         Some(id) => match <[u8; 16]>::try_from(id.as_slice()) {
             Ok(bytes) => job(from, JobId::from_bytes(bytes)),
             Err(_) => Ok(None),

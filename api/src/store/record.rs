@@ -1,9 +1,12 @@
 //! Records as stored on disk. These bytes are a compatibility boundary: each is a versioned enum
-//! (`{"v":"1", ...}`), new fields come with `#[serde(default)]`, and the golden test below pins
-//! the format. Passwords are stored (the worker needs them) but never leave through a view.
+//! (`{"v":"2", ...}`), new fields come with `#[serde(default)]`, and the golden tests below pin
+//! every version. Version 1 held an order line in `order`; version 2 holds any kind of job in
+//! `payload`. Version 1 records are read and upgraded in memory, and written back as version 2
+//! the next time the job changes. Passwords are stored (the worker needs them) but never leave
+//! through a view.
 
-use ferry_shared::job::{EventView, JobId, JobKind, JobView, LeaseId, OrderLine, Status};
-use ferry_shared::protocol::DeliveryOrder;
+use ferry_shared::Secret;
+use ferry_shared::job::{EventView, JobId, JobKind, JobView, LeaseId, OrderLine, Payload, Status};
 use ferry_shared::rfc3339;
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +16,9 @@ use super::StoreError;
 #[serde(tag = "v")]
 pub enum StoredJob {
     #[serde(rename = "1")]
-    V1(Job),
+    V1(JobV1),
+    #[serde(rename = "2")]
+    V2(Job),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,8 +28,9 @@ pub enum StoredMeta {
     V1 { worker_running: bool },
 }
 
+/// An order line as version 1 stored it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Order {
+pub struct OrderV1 {
     pub uniqueid: String,
     pub workshop: String,
     /// The legacy client's label (absent from records written before it was kept).
@@ -39,6 +45,68 @@ pub struct Order {
     pub password: Option<String>,
 }
 
+/// A job as version 1 stored it: always an order line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobV1 {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub status: Status,
+    pub order: OrderV1,
+    pub attempts: u32,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    #[serde(default)]
+    pub due_ms: Option<i64>,
+    #[serde(default)]
+    pub lease: Option<Lease>,
+    #[serde(default)]
+    pub reason_code: Option<String>,
+    #[serde(default)]
+    pub reason_text: Option<String>,
+    #[serde(default)]
+    pub target_ref: Option<String>,
+    #[serde(default)]
+    pub finished_ms: Option<i64>,
+    #[serde(default)]
+    pub log: Vec<Event>,
+    #[serde(default)]
+    pub log_elided: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_ms: Option<i64>,
+}
+
+impl From<JobV1> for Job {
+    fn from(j: JobV1) -> Self {
+        let o = j.order;
+        Job {
+            id: j.id,
+            payload: Payload::OrderLine(OrderLine {
+                uniqueid: o.uniqueid,
+                workshop: o.workshop,
+                dealer: o.dealer,
+                worksheet: o.worksheet,
+                product_nr: o.product_nr,
+                amount: o.amount,
+                username: o.username,
+                password: o.password.map(Secret::new),
+            }),
+            status: j.status,
+            attempts: j.attempts,
+            created_ms: j.created_ms,
+            updated_ms: j.updated_ms,
+            due_ms: j.due_ms,
+            lease: j.lease,
+            reason_code: j.reason_code,
+            reason_text: j.reason_text,
+            target_ref: j.target_ref,
+            finished_ms: j.finished_ms,
+            log: j.log,
+            log_elided: j.log_elided,
+            retried_ms: j.retried_ms,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lease {
     pub lease_id: LeaseId,
@@ -50,9 +118,9 @@ pub struct Lease {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
-    pub kind: JobKind,
+    /// What to deliver, tagged with its kind; the life cycle below never looks inside.
+    pub payload: Payload,
     pub status: Status,
-    pub order: Order,
     pub attempts: u32,
     pub created_ms: i64,
     pub updated_ms: i64,
@@ -112,7 +180,8 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 pub fn decode_job(bytes: &[u8]) -> Result<Job, StoreError> {
     match serde_json::from_slice(bytes).map_err(StoreError::Decode)? {
-        StoredJob::V1(job) => Ok(job),
+        StoredJob::V1(job) => Ok(job.into()),
+        StoredJob::V2(job) => Ok(job),
     }
 }
 
@@ -120,59 +189,12 @@ pub fn decode_job(bytes: &[u8]) -> Result<Job, StoreError> {
 #[derive(Serialize)]
 #[serde(tag = "v")]
 enum StoredJobRef<'a> {
-    #[serde(rename = "1")]
-    V1(&'a Job),
+    #[serde(rename = "2")]
+    V2(&'a Job),
 }
 
 pub fn encode_job(job: &Job) -> Vec<u8> {
-    encode(&StoredJobRef::V1(job))
-}
-
-impl From<&OrderLine> for Order {
-    fn from(o: &OrderLine) -> Self {
-        Self {
-            uniqueid: o.uniqueid.clone(),
-            workshop: o.workshop.clone(),
-            dealer: o.dealer.clone(),
-            worksheet: o.worksheet.clone(),
-            product_nr: o.product_nr.clone(),
-            amount: o.amount,
-            username: o.username.clone(),
-            password: o.password.as_ref().map(|p| p.expose().clone()),
-        }
-    }
-}
-
-impl Order {
-    /// The fields in which a repeated `POST /create` differs from this order; none means it is
-    /// the same order (a harmless replay). The workshop is this tenant whatever its spelling, and
-    /// the `dealer` label names no part of the order, so neither is compared.
-    pub fn differences(&self, o: &OrderLine) -> Vec<&'static str> {
-        let password = o.password.as_ref().map(|p| p.expose());
-        [
-            ("worksheet", self.worksheet == o.worksheet),
-            ("product_nr", self.product_nr == o.product_nr),
-            ("amount", self.amount == o.amount),
-            ("username", self.username == o.username),
-            ("password", self.password.as_ref() == password),
-        ]
-        .into_iter()
-        .filter(|(_, same)| !same)
-        .map(|(field, _)| field)
-        .collect()
-    }
-
-    pub fn for_delivery(&self) -> DeliveryOrder {
-        DeliveryOrder {
-            uniqueid: self.uniqueid.clone(),
-            workshop: self.workshop.clone(),
-            worksheet: self.worksheet.clone(),
-            product_nr: self.product_nr.clone(),
-            amount: self.amount,
-            username: self.username.clone(),
-            password: self.password.clone(),
-        }
-    }
+    encode(&StoredJobRef::V2(job))
 }
 
 impl Job {
@@ -185,18 +207,16 @@ impl Job {
         self.log.push(event);
     }
 
+    pub fn kind(&self) -> JobKind {
+        self.payload.kind()
+    }
+
     pub fn view(&self) -> JobView {
         JobView {
             id: self.id,
-            kind: self.kind,
-            uniqueid: self.order.uniqueid.clone(),
+            kind: self.kind(),
+            payload: self.payload.view(),
             status: self.status,
-            workshop: self.order.workshop.clone(),
-            dealer: self.order.dealer.clone(),
-            worksheet: self.order.worksheet.clone(),
-            product_nr: self.order.product_nr.clone(),
-            amount: self.order.amount,
-            username: self.order.username.clone(),
             attempts: self.attempts,
             created_at: rfc3339(self.created_ms),
             updated_at: rfc3339(self.updated_ms),
@@ -213,18 +233,14 @@ impl Job {
 
     /// Whether `needle` (already lower-case) occurs in what an operator would search by.
     pub fn matches(&self, needle: &str) -> bool {
-        [
-            self.order.uniqueid.as_str(),
-            &self.order.worksheet,
-            &self.order.product_nr,
-            self.order.dealer.as_deref().unwrap_or(""),
-            self.order.username.as_deref().unwrap_or(""),
-            self.reason_code.as_deref().unwrap_or(""),
-            self.reason_text.as_deref().unwrap_or(""),
-            self.target_ref.as_deref().unwrap_or(""),
-        ]
-        .iter()
-        .any(|field| field.to_lowercase().contains(needle))
+        self.payload.matches(needle)
+            || [
+                self.reason_code.as_deref().unwrap_or(""),
+                self.reason_text.as_deref().unwrap_or(""),
+                self.target_ref.as_deref().unwrap_or(""),
+            ]
+            .iter()
+            .any(|field| field.to_lowercase().contains(needle))
     }
 }
 
@@ -253,15 +269,30 @@ mod tests {
     const GOLDEN_JOB: &str = r#"{"v":"1","id":"0190f2c4-1a2b-7c3d-8e4f-0123456789ab","kind":"order_line","status":"processing","order":{"uniqueid":"u-1","workshop":"Bennys Auto","worksheet":"558","product_nr":"10","amount":5.5,"username":"ann","password":"pw"},"attempts":2,"created_ms":1700000000000,"updated_ms":1700000001000,"due_ms":null,"lease":{"lease_id":"0190f2c4-1a2b-7c3d-8e4f-0123456789ac","worker_id":"w1","expires_ms":1700000031000,"lease_ms":30000},"reason_code":"ERP_UNAVAILABLE","reason_text":"503","target_ref":null,"finished_ms":null,"log":[{"at_ms":1700000000000,"from":null,"to":"placed","attempt":0,"message":"received","http_status":null,"duration_ms":null,"excerpt":null,"worker_id":null},{"at_ms":1700000001000,"from":"placed","to":"processing","attempt":2,"message":"leased","http_status":null,"duration_ms":null,"excerpt":null,"worker_id":"w1"}],"log_elided":0}"#;
     const GOLDEN_META: &str = r#"{"v":"1","worker_running":false}"#;
 
+    /// What version 2 writes for the job of `GOLDEN_JOB`, and for a booking.
+    const GOLDEN_JOB_V2: &str = r#"{"v":"2","id":"0190f2c4-1a2b-7c3d-8e4f-0123456789ab","payload":{"kind":"order_line","uniqueid":"u-1","workshop":"Bennys Auto","worksheet":"558","product_nr":"10","amount":5.5,"username":"ann","password":"pw"},"status":"processing","attempts":2,"created_ms":1700000000000,"updated_ms":1700000001000,"due_ms":null,"lease":{"lease_id":"0190f2c4-1a2b-7c3d-8e4f-0123456789ac","worker_id":"w1","expires_ms":1700000031000,"lease_ms":30000},"reason_code":"ERP_UNAVAILABLE","reason_text":"503","target_ref":null,"finished_ms":null,"log":[{"at_ms":1700000000000,"from":null,"to":"placed","attempt":0,"message":"received","http_status":null,"duration_ms":null,"excerpt":null,"worker_id":null},{"at_ms":1700000001000,"from":"placed","to":"processing","attempt":2,"message":"leased","http_status":null,"duration_ms":null,"excerpt":null,"worker_id":"w1"}],"log_elided":0}"#;
+    const GOLDEN_BOOKING_V2: &str = r#"{"v":"2","id":"0190f2c4-1a2b-7c3d-8e4f-0123456789ad","payload":{"kind":"booking","bookId":"cs_lxjj8ycJ","fromDate":"2026-12-01T13:15:00-05:00","toDate":"2026-12-01T13:30:00-05:00","firstName":"Ann","lastName":"Lee","email":"ann@gwu.edu","lid":8827},"status":"error","attempts":0,"created_ms":1700000000000,"updated_ms":1700000000000,"due_ms":null,"lease":null,"reason_code":"BOOKING_MISSING_PRIMARY_ID","reason_text":"the booking has no primary id, so the patron cannot be looked up","target_ref":null,"finished_ms":1700000000000,"log":[{"at_ms":1700000000000,"from":null,"to":"placed","attempt":0,"message":"received","http_status":null,"duration_ms":null,"excerpt":null,"worker_id":null}],"log_elided":0}"#;
+
     #[test]
-    fn version_1_records_round_trip_byte_for_byte() {
+    fn version_1_records_are_read_and_upgraded() {
+        // The version 1 shape still reads exactly what version 1 wrote.
+        let v1: StoredJob = serde_json::from_str(GOLDEN_JOB).unwrap();
+        assert_eq!(encode(&v1), GOLDEN_JOB.as_bytes());
+
         let job = decode_job(GOLDEN_JOB.as_bytes()).unwrap();
         assert_eq!(job.status, Status::Processing);
-        assert_eq!(job.order.password.as_deref(), Some("pw"));
+        let Payload::OrderLine(order) = &job.payload else {
+            panic!("an order line")
+        };
+        assert_eq!(order.uniqueid, "u-1");
+        assert_eq!(
+            order.password.as_ref().map(|p| p.expose().as_str()),
+            Some("pw")
+        );
         assert_eq!(job.lease.as_ref().unwrap().lease_ms, 30_000);
         assert_eq!(job.log[1].worker_id.as_deref(), Some("w1"));
-        assert_eq!(encode_job(&job), GOLDEN_JOB.as_bytes());
-        assert_eq!(encode(&StoredJob::V1(job)), GOLDEN_JOB.as_bytes());
+        // Written back, it is version 2.
+        assert_eq!(String::from_utf8(encode_job(&job)).unwrap(), GOLDEN_JOB_V2);
 
         let meta: StoredMeta = serde_json::from_str(GOLDEN_META).unwrap();
         assert_eq!(
@@ -271,6 +302,21 @@ mod tests {
             }
         );
         assert_eq!(encode(&meta), GOLDEN_META.as_bytes());
+    }
+
+    #[test]
+    fn version_2_records_round_trip_byte_for_byte() {
+        for golden in [GOLDEN_JOB_V2, GOLDEN_BOOKING_V2] {
+            let job = decode_job(golden.as_bytes()).unwrap();
+            assert_eq!(String::from_utf8(encode_job(&job)).unwrap(), golden);
+        }
+        let booking = decode_job(GOLDEN_BOOKING_V2.as_bytes()).unwrap();
+        assert_eq!(booking.kind(), JobKind::Booking);
+        assert_eq!(booking.payload.key(), "cs_lxjj8ycJ");
+        assert_eq!(
+            booking.reason_code.as_deref(),
+            Some("BOOKING_MISSING_PRIMARY_ID")
+        );
     }
 
     #[test]

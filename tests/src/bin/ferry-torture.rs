@@ -191,7 +191,7 @@ async fn work_once(
             _ => json!({"kind": "failed", "reason_code": "ERP_REJECTED", "reason_text": "400"}),
         };
         if outcome["kind"] == "created" {
-            created.insert(j["job_id"].clone(), j["order"]["uniqueid"].clone());
+            created.insert(j["job_id"].clone(), j["payload"]["uniqueid"].clone());
         }
         results.push(json!({"job_id": j["job_id"], "lease_id": j["lease_id"], "outcome": outcome}));
     }

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_shared::protocol::{AttemptDetail, DeliveryOrder, LeasedJob, Outcome};
+use ferry_shared::job::{OrderLine, Payload};
+use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome};
 use ferry_shared::target::{Auth, ErpRest};
 use serde_json::Value;
 
@@ -42,7 +43,10 @@ impl ErpRestConnector {
 
     pub async fn deliver(&self, job: &LeasedJob) -> (Outcome, AttemptDetail) {
         let started = Instant::now();
-        let answer = self.call(&job.order).await;
+        let Payload::OrderLine(order) = &job.payload else {
+            return super::not_taken(job, "erp_rest");
+        };
+        let answer = self.call(order).await;
         let mut detail = AttemptDetail {
             duration_ms: Some(started.elapsed().as_millis() as u64),
             ..AttemptDetail::default()
@@ -57,7 +61,7 @@ impl ErpRestConnector {
         (classify(&answer, &self.cfg.id_pointer), detail)
     }
 
-    async fn call(&self, order: &DeliveryOrder) -> Answer {
+    async fn call(&self, order: &OrderLine) -> Answer {
         let url = format!("{}{}", self.cfg.base_url, fill(&self.cfg.path, order, true));
         let method = reqwest::Method::from_bytes(self.cfg.method.as_bytes())
             .unwrap_or(reqwest::Method::POST);
@@ -73,7 +77,7 @@ impl ErpRestConnector {
             Auth::Basic { username, password } => req.basic_auth(username, Some(password)),
             Auth::Bearer { token } => req.bearer_auth(token),
             Auth::Job => match &order.username {
-                Some(u) => req.basic_auth(u, order.password.as_ref()),
+                Some(u) => req.basic_auth(u, order.password.as_ref().map(|p| p.expose())),
                 None => req,
             },
         };
@@ -217,7 +221,7 @@ fn excerpt(s: &str) -> String {
 
 /// Fills `{uniqueid}`, `{worksheet}`, `{product_nr}`, `{workshop}` and `{amount}` in a template;
 /// `url` percent-encodes the values (for paths).
-pub fn fill(template: &str, o: &DeliveryOrder, url: bool) -> String {
+pub fn fill(template: &str, o: &OrderLine, url: bool) -> String {
     let amount = o.amount.to_string();
     let values = [
         ("{uniqueid}", o.uniqueid.as_str()),
@@ -241,7 +245,7 @@ pub fn fill(template: &str, o: &DeliveryOrder, url: bool) -> String {
 }
 
 /// The JSON body template with the order filled in; `"{amount}"` alone becomes a JSON number.
-pub fn fill_json(template: &Value, o: &DeliveryOrder) -> Value {
+pub fn fill_json(template: &Value, o: &OrderLine) -> Value {
     match template {
         Value::String(s) if s == "{amount}" => serde_json::Number::from_f64(o.amount)
             .map(Value::Number)
@@ -359,9 +363,10 @@ mod tests {
 
     #[test]
     fn templates_fill_the_order_in() {
-        let o = DeliveryOrder {
+        let o = OrderLine {
             uniqueid: "u 1".into(),
             workshop: "Bennys Auto".into(),
+            dealer: None,
             worksheet: "55/8".into(),
             product_nr: "10".into(),
             amount: 2.5,

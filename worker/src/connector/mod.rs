@@ -23,3 +23,18 @@ impl Connector {
         }
     }
 }
+
+/// A job of a kind the connector does not deliver. The api refuses such jobs at intake, so this
+/// is a job placed before the tenant's target changed: it fails, visibly, rather than waits.
+pub fn not_taken(job: &LeasedJob, connector: &str) -> (Outcome, AttemptDetail) {
+    (
+        Outcome::Failed {
+            reason_code: "KIND_NOT_TAKEN".into(),
+            reason_text: format!(
+                "the {connector} target does not take {} jobs",
+                job.payload.kind().as_str()
+            ),
+        },
+        AttemptDetail::default(),
+    )
+}

@@ -1,0 +1,156 @@
+//! Booking intake, for library tenants: `POST /bookings` (one LibCal booking, idempotent on its
+//! `bookId`) and `GET /get_booking_status`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use ferry_shared::answer::Placed;
+use ferry_shared::booking::{BookingRequest, parse_booking};
+use ferry_shared::envelope::{ErrorCode, Failure, Success};
+use ferry_shared::job::{JobKind, JobView, Payload};
+use ferry_shared::validate::CreateError;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::jobs::conflict;
+use super::{check_kind, json_body, ok};
+use crate::error::ApiError;
+use crate::metrics::Intake;
+use crate::state::AppState;
+use crate::store::{CreateOutcome, Refusal};
+
+pub const BOOKING_MISSING_PRIMARY_ID: &str = "BOOKING_MISSING_PRIMARY_ID";
+
+/// Places a booking.
+///
+/// One LibCal booking for the worker to register at the door, exactly once. The job is on disk
+/// before the answer. A booking without a primary id is kept, in `error` with
+/// `BOOKING_MISSING_PRIMARY_ID`, never dropped.
+#[utoipa::path(
+    post,
+    path = "/bookings",
+    tag = "upstream",
+    request_body(content = BookingRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Placed (`data.new` is `true`); in `error` at once when it cannot be delivered (`data.reason_code` says why).", body = Success<Placed>),
+        (status = 200, description = "Already placed: this bookId is known with the same times and patron (`data.new` is `false`).", body = Success<Placed>),
+        (status = 400, description = "`VALIDATION_FAILED`: fields missing or wrong (`error.fields` names them). `MALFORMED_JSON`: not JSON, or not an object. `KIND_NOT_TAKEN`: this tenant's target takes no bookings. `BAD_BODY`: the body could not be read.", body = Failure),
+        (status = 409, description = "`BOOKID_CONFLICT`: the bookId is known with other times or another patron; `error.fields` names what differs.", body = Failure),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`: the body is over 64 KiB.", body = Failure),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body must be `application/json`.", body = Failure),
+        (status = 503, description = "`QUEUE_FULL`: `max_queue` jobs are waiting. `SHUTTING_DOWN`: the api is stopping. `STORE_UNAVAILABLE`: the store failed. Retry after `Retry-After` seconds.", body = Failure),
+    ),
+)]
+pub(super) async fn create_booking(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    const KIND: JobKind = JobKind::Booking;
+    let refused = |e: ApiError| {
+        state.metrics.intake(KIND, Intake::Refused);
+        e
+    };
+    if state.stopping() {
+        return Err(refused(ApiError::ShuttingDown));
+    }
+    check_kind(&state, KIND).map_err(refused)?;
+    let body = json_body(&req, payload).await.map_err(refused)?;
+    let booking = parse_booking(&body).map_err(|e| {
+        refused(match e {
+            CreateError::Malformed(detail) => ApiError::BadRequest {
+                code: ErrorCode::MalformedJson,
+                detail,
+            },
+            CreateError::Fields(fields) => ApiError::Validation(fields),
+        })
+    })?;
+    let book_id = booking.book_id.clone();
+    let cannot = booking.primary_id.is_none().then(|| Refusal {
+        code: BOOKING_MISSING_PRIMARY_ID,
+        text: "the booking has no primary id, so the patron cannot be looked up".into(),
+    });
+    match state
+        .store
+        .create(Payload::Booking(booking), cannot)
+        .await?
+    {
+        CreateOutcome::New(job) => {
+            state.metrics.intake(KIND, Intake::Created);
+            let message = match &job.reason_code {
+                Some(code) => format!("booking kept, in error: {code}"),
+                None => "booking placed".to_string(),
+            };
+            tracing::debug!(job_id = %job.id, %book_id, "{message}");
+            let placed = Placed {
+                new: true,
+                job: state.view(&job),
+            };
+            Ok(ok(StatusCode::CREATED, message, placed))
+        }
+        CreateOutcome::Duplicate(job) => {
+            state.metrics.intake(KIND, Intake::Duplicate);
+            let placed = Placed {
+                new: false,
+                job: state.view(&job),
+            };
+            Ok(ok(
+                StatusCode::OK,
+                "already placed: this bookId is known with the same times and patron",
+                placed,
+            ))
+        }
+        CreateOutcome::Conflict(job, differing) => {
+            state.metrics.intake(KIND, Intake::Conflict);
+            Err(conflict(
+                ErrorCode::BookidConflict,
+                format!(
+                    "bookId '{book_id}' is already job {} with a different",
+                    job.id
+                ),
+                &differing,
+            ))
+        }
+        CreateOutcome::QueueFull => {
+            state.metrics.intake(KIND, Intake::Refused);
+            Err(ApiError::QueueFull)
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BookingStatusParams {
+    /// The booking's LibCal id.
+    #[serde(rename = "bookId")]
+    #[param(rename = "bookId", required = true, pattern = "\\S")]
+    book_id: Option<String>,
+}
+
+/// Where the booking with this bookId stands.
+///
+/// `message` is its status; `data` the whole job, with the pre-registration's id as
+/// `target_ref` once it is made.
+#[utoipa::path(
+    get,
+    path = "/get_booking_status",
+    tag = "upstream",
+    params(BookingStatusParams),
+    responses(
+        (status = 200, description = "The job; `message` is its status.", body = Success<JobView>),
+        (status = 400, description = "`VALIDATION_FAILED`: no bookId given.", body = Failure),
+        (status = 404, description = "`JOB_NOT_FOUND`: no job has this bookId.", body = Failure),
+    ),
+)]
+pub(super) async fn booking_status(
+    state: web::Data<AppState>,
+    params: web::Query<BookingStatusParams>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(book_id) = params.into_inner().book_id.filter(|b| !b.trim().is_empty()) else {
+        return Err(ApiError::field("bookId", "is required"));
+    };
+    let job = state
+        .store
+        .job_by_key(JobKind::Booking, book_id.trim())?
+        .ok_or_else(|| ApiError::job_not_found(format_args!("with bookId '{book_id}'")))?;
+    Ok(ok(StatusCode::OK, job.status.as_str(), state.view(&job)))
+}
