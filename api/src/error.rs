@@ -36,7 +36,7 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// The methods the route takes, as the `Allow` header lists them.
     #[error("this route takes only {0}")]
-    MethodNotAllowed(&'static str),
+    MethodNotAllowed(String),
     #[error("the queue is full; try again later")]
     QueueFull,
     #[error("the api is shutting down")]
@@ -127,8 +127,10 @@ impl ResponseError for ApiError {
         );
         let mut resp = HttpResponse::build(status).json(body);
         if let ApiError::MethodNotAllowed(allowed) = self {
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allowed));
+            resp.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_str(allowed).unwrap_or(HeaderValue::from_static("GET")),
+            );
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(

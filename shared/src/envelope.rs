@@ -76,6 +76,7 @@ pub struct ErrorBody {
 /// | `UNIQUEID_CONFLICT` | 409 | the uniqueid is known with a different order |
 /// | `BOOKID_CONFLICT` | 409 | the bookId is known with other times or another patron |
 /// | `NOT_IN_ERROR` | 409 | only jobs in `error` can be retried |
+/// | `STATE_CONFLICT` | 409 | connector state changed since it was read; read it again |
 /// | `PAYLOAD_TOO_LARGE` | 413 | the body is over 64 KiB |
 /// | `UNSUPPORTED_MEDIA_TYPE` | 415 | the body must be `application/json` |
 /// | `INTERNAL` | 500 | an unexpected failure; the cause is in the api log |
@@ -101,6 +102,7 @@ pub enum ErrorCode {
     UniqueidConflict,
     BookidConflict,
     NotInError,
+    StateConflict,
     PayloadTooLarge,
     UnsupportedMediaType,
     Internal,
@@ -110,7 +112,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::ValidationFailed,
         ErrorCode::MalformedJson,
         ErrorCode::InvalidBody,
@@ -127,6 +129,7 @@ impl ErrorCode {
         ErrorCode::UniqueidConflict,
         ErrorCode::BookidConflict,
         ErrorCode::NotInError,
+        ErrorCode::StateConflict,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::Internal,
@@ -153,6 +156,7 @@ impl ErrorCode {
             ErrorCode::UniqueidConflict => "UNIQUEID_CONFLICT",
             ErrorCode::BookidConflict => "BOOKID_CONFLICT",
             ErrorCode::NotInError => "NOT_IN_ERROR",
+            ErrorCode::StateConflict => "STATE_CONFLICT",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::Internal => "INTERNAL",

@@ -157,6 +157,39 @@ pub struct HeartbeatResponse {
     pub directive: Directive,
 }
 
+/// Connector state: a small value the worker keeps in its api (OAuth tokens, id maps, cursors),
+/// so a restarted or second worker never acts on a stale one. `GET /worker/state/{key}` answers
+/// it; an absent key has `version` 0 and `value` `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StateValue {
+    pub key: String,
+    /// Any JSON; `null` when absent.
+    pub value: serde_json::Value,
+    /// 1 after the first write, +1 after each; 0 when absent.
+    pub version: u64,
+}
+
+/// `PUT /worker/state/{key}`: compare-and-swap. Written only if the key is still at `version`
+/// (0: still absent); `value` `null` deletes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StatePut {
+    /// Any JSON; `null` deletes the key.
+    pub value: serde_json::Value,
+    #[schema(minimum = 0)]
+    pub version: u64,
+}
+
+/// The longest state key: ASCII letters, digits and `._:-`.
+pub const MAX_STATE_KEY: usize = 200;
+
+/// Whether `key` is a usable state key.
+pub fn valid_state_key(key: &str) -> bool {
+    (1..=MAX_STATE_KEY).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use utoipa::PartialSchema;

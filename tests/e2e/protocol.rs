@@ -279,3 +279,62 @@ async fn bad_protocol_requests_are_refused_with_the_field_named() {
     let (status, _) = api.get(&format!("/jobs/{unknown}/log")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn connector_state_is_compare_and_swap_needs_the_worker_token_and_survives_a_crash() {
+    let mut api = TestApi::with(
+        ferry_tests::ApiOptions::default()
+            .env("FERRY_API_KEY", "k-up")
+            .env("FERRY_WORKER_TOKEN", "k-worker"),
+    )
+    .await;
+    let url = format!("{}/worker/state/prereg:cs_1", api.base());
+    let get = |token: &'static str| api.http.get(&url).bearer_auth(token);
+    let put = |body: serde_json::Value| api.http.put(&url).bearer_auth("k-worker").json(&body);
+
+    let (status, _) = api.send(get("k-up")).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the worker's token, not the API key"
+    );
+    let (status, body) = api.send(get("k-worker")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["data"],
+        json!({"key": "prereg:cs_1", "value": null, "version": 0})
+    );
+
+    let (status, body) = api
+        .send(put(json!({"value": {"id": "P-1"}, "version": 0})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["version"], 1);
+    // A second worker that read the absent value loses the race and is told so.
+    let (status, body) = api
+        .send(put(json!({"value": {"id": "P-2"}, "version": 0})))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "STATE_CONFLICT");
+
+    api.restart(); // kill -9: an acknowledged write is on disk
+    let url = format!("{}/worker/state/prereg:cs_1", api.base());
+    let (_, body) = api.send(api.http.get(&url).bearer_auth("k-worker")).await;
+    assert_eq!(body["data"]["value"], json!({"id": "P-1"}));
+    assert_eq!(body["data"]["version"], 1);
+    let (status, body) = api
+        .send(
+            api.http
+                .put(&url)
+                .bearer_auth("k-worker")
+                .json(&json!({"value": null, "version": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["version"], 0, "deleted");
+
+    let bad = format!("{}/worker/state/no%20spaces", api.base());
+    let (status, body) = api.send(api.http.get(&bad).bearer_auth("k-worker")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["fields"]["key"].is_string(), "{body}");
+}

@@ -9,6 +9,7 @@ mod control;
 mod health;
 mod jobs;
 mod openapi;
+mod state;
 mod worker;
 
 pub use openapi::{DocumentJson, document};
@@ -43,7 +44,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             }
             .into()
         }))
-        .configure(|cfg| table().into_iter().for_each(|r| (r.serve)(cfg)))
+        .configure(serve_table)
         .configure(openapi::configure)
         .default_service(web::to(not_found));
 }
@@ -71,13 +72,17 @@ pub fn table() -> Vec<ApiRoute> {
         ApiRoute::new(worker::__path_lease, worker::lease),
         ApiRoute::new(worker::__path_report, worker::report),
         ApiRoute::new(worker::__path_heartbeat, worker::heartbeat),
+        ApiRoute::new(state::__path_get_state, state::get_state),
+        ApiRoute::new(state::__path_put_state, state::put_state),
     ]
 }
 
 /// One route: how to serve it and its part of the document, both from its handler's
 /// `#[utoipa::path]`.
 pub struct ApiRoute {
-    serve: Box<dyn Fn(&mut web::ServiceConfig)>,
+    path: String,
+    method: Method,
+    add: Box<dyn Fn(Resource) -> Resource>,
     pub doc: Box<dyn OpenApiFactory>,
 }
 
@@ -95,14 +100,58 @@ impl ApiRoute {
             [HttpMethod::Post] => Method::POST,
             _ => unreachable!("{} must take one of GET, PUT or POST", P::path()),
         };
-        let path = P::path();
+        let m = method.clone();
         Self {
-            serve: Box::new(move |cfg| {
-                cfg.service(route(method.clone(), &path, handler.clone()));
-            }),
+            path: P::path(),
+            method,
+            add: Box::new(move |resource| with_method(resource, m.clone(), handler.clone())),
             doc: Box::new(doc),
         }
     }
+}
+
+/// Serves [`table`]: one resource per path, with every method the table gives it.
+fn serve_table(cfg: &mut web::ServiceConfig) {
+    let routes = table();
+    let mut paths: Vec<&str> = Vec::new();
+    for r in &routes {
+        if !paths.contains(&r.path.as_str()) {
+            paths.push(&r.path);
+        }
+    }
+    for path in paths {
+        let mut resource = web::resource(path);
+        let mut allowed = Vec::new();
+        for r in routes.iter().filter(|r| r.path == path) {
+            resource = (r.add)(resource);
+            allowed.push(r.method.as_str());
+            if r.method == Method::GET {
+                allowed.push("HEAD");
+            }
+        }
+        cfg.service(refuse_others(resource, allowed.join(", ")));
+    }
+}
+
+/// Adds `handler` for `method` to `resource` (and for HEAD with GET, as RFC 9110 asks).
+fn with_method<F, Args>(mut resource: Resource, method: Method, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    if method == Method::GET {
+        resource = resource.route(web::head().to(handler.clone()));
+    }
+    resource.route(web::method(method).to(handler))
+}
+
+/// Any other method answers 405 in the envelope, with `Allow`.
+fn refuse_others(resource: Resource, allowed: String) -> Resource {
+    resource.default_service(web::to(move || {
+        let allowed = allowed.clone();
+        async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allowed)) }
+    }))
 }
 
 fn json_config() -> web::JsonConfig {
@@ -130,29 +179,19 @@ fn json_config() -> web::JsonConfig {
         })
 }
 
-/// A route taking one method (and HEAD with GET, as RFC 9110 asks of every server); any other
-/// answers 405 in the envelope, with `Allow`.
+/// A route taking one method (and HEAD with GET); any other answers 405 with `Allow`.
 pub fn route<F, Args>(method: Method, path: &str, handler: F) -> Resource
 where
     F: Handler<Args>,
     Args: FromRequest + 'static,
     F::Output: Responder + 'static,
 {
-    let mut resource = web::resource(path);
-    let allowed = match method {
-        Method::GET => {
-            resource = resource.route(web::head().to(handler.clone()));
-            "GET, HEAD"
-        }
-        Method::PUT => "PUT",
-        Method::POST => "POST",
-        _ => unreachable!("routes take GET, PUT or POST"),
+    let allowed = if method == Method::GET {
+        "GET, HEAD".to_string()
+    } else {
+        method.as_str().to_string()
     };
-    resource
-        .route(web::method(method).to(handler))
-        .default_service(web::to(move || async move {
-            Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allowed))
-        }))
+    refuse_others(with_method(web::resource(path), method, handler), allowed)
 }
 
 /// A JSON body read as bytes (intake parses it itself, so every refusal is the envelope and

@@ -26,8 +26,19 @@ fn limits() -> Limits {
     }
 }
 
+/// Opens the store. Within one process, sled releases its file lock from a background thread
+/// after the previous handle is dropped, so a reopen waits (at most 2 s) for it; a new process,
+/// as in a real restart, never meets this.
 fn open(engine: Engine, dir: &Path) -> (Store, WriterHandle) {
-    Store::open(engine, dir, limits()).expect("store opens")
+    for _ in 0..100 {
+        match Store::open(engine, dir, limits()) {
+            Err(e) if format!("{e:?}").contains("could not acquire lock") => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.expect("store opens"),
+        }
+    }
+    panic!("the store's lock was not released in 2 s")
 }
 
 async fn close(store: Store, writer: WriterHandle) {
@@ -615,6 +626,39 @@ pub async fn a_bookid_never_meets_a_uniqueid_and_a_job_refused_at_intake_is_kept
     close(store, writer).await;
 }
 
+pub async fn connector_state_is_compare_and_swap_and_survives_restarts(engine: Engine) {
+    use super::StateWrite;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(engine, dir.path());
+    assert_eq!(store.state("prereg:cs_1").unwrap(), (json!(null), 0));
+    let put = |value, expect| store.put_state("prereg:cs_1".into(), value, expect);
+    assert_eq!(
+        put(Some(json!("P-1")), 0).await.unwrap(),
+        StateWrite::Written(1)
+    );
+    // A second writer that read the absent value loses, and is told the current version.
+    assert_eq!(
+        put(Some(json!("P-2")), 0).await.unwrap(),
+        StateWrite::Conflict(1)
+    );
+    assert_eq!(
+        put(Some(json!("P-3")), 1).await.unwrap(),
+        StateWrite::Written(2)
+    );
+    assert_eq!(store.state("prereg:cs_1").unwrap(), (json!("P-3"), 2));
+    close(store, writer).await;
+
+    let (store, writer) = open(engine, dir.path());
+    assert_eq!(store.state("prereg:cs_1").unwrap(), (json!("P-3"), 2));
+    let put = |value, expect| store.put_state("prereg:cs_1".into(), value, expect);
+    assert_eq!(put(None, 1).await.unwrap(), StateWrite::Conflict(2));
+    assert_eq!(put(None, 2).await.unwrap(), StateWrite::Written(0));
+    assert_eq!(store.state("prereg:cs_1").unwrap(), (json!(null), 0));
+    assert_eq!(store.count(Status::Placed), 0, "state is not a job");
+    close(store, writer).await;
+}
+
 /// Engine level: what `apply` wrote stays written across a reopen, whatever the size of the groups
 /// before it (a one-write group after a larger one touching the same key must not be undone).
 pub async fn every_applied_group_survives_reopening(engine: Engine) {
@@ -682,6 +726,7 @@ macro_rules! suite {
             nothing_is_leased_after_leasing_stops,
             every_applied_group_survives_reopening,
             a_bookid_never_meets_a_uniqueid_and_a_job_refused_at_intake_is_kept,
+            connector_state_is_compare_and_swap_and_survives_restarts,
         );
     )*};
 }

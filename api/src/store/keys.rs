@@ -12,6 +12,7 @@
 //! | `u`    | an order's uniqueid (utf-8)               | job id (16) | idempotency index, orders   |
 //! | `b`    | a booking's bookId (utf-8)                | job id (16) | idempotency index, bookings |
 //! | `m`    | name                                      | `StoredMeta`| tenant meta                 |
+//! | `s`    | connector state key (utf-8)               |`StoredState`| tokens, id maps, cursors    |
 //!
 //! Why so few keys: on the development machine each key sled writes costs about 5–7 µs, so a
 //! create writes 3 keys and a transition 3 operations (see ARCHITECTURE.md, "Store").
@@ -26,6 +27,13 @@ pub const FINISHED: u8 = b'f';
 pub const UNIQUE: u8 = b'u';
 /// The idempotency index of bookings: a prefix of its own, so a bookId never meets a uniqueid.
 pub const UNIQUE_BOOKING: u8 = b'b';
+
+/// Connector state: small values the worker keeps in the api (see `/worker/state`).
+pub const STATE: u8 = b's';
+
+pub fn state(key: &str) -> Vec<u8> {
+    [&[STATE], key.as_bytes()].concat()
+}
 
 /// The meta record holding the worker's desired state (`PUT /start_worker`, `/stop_worker`).
 pub const META_WORKER: &[u8] = b"mworker";

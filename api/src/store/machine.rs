@@ -80,8 +80,25 @@ pub enum Command {
         limit: usize,
         answer: Answer<u64>,
     },
+    /// Writes (or, with `value` `None`, deletes) connector state if its version is still
+    /// `expect` (0: absent): compare-and-swap.
+    PutState {
+        key: String,
+        value: Option<serde_json::Value>,
+        expect: u64,
+        answer: Answer<StateWrite>,
+    },
     /// Flush and stop the writer.
     Close(Answer<()>),
+}
+
+/// How a connector state write ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateWrite {
+    /// Written: the new version (0 after a delete).
+    Written(u64),
+    /// Someone wrote first: the current version, for the caller to read again.
+    Conflict(u64),
 }
 
 /// A job to place: its payload, and why it cannot be delivered, when intake already knows
@@ -126,6 +143,7 @@ impl Command {
             Command::Heartbeat { answer, .. } => no(answer, error),
             Command::ExpireLeases(a) | Command::Clear(a) => no(a, error),
             Command::Prune { answer, .. } => no(answer, error),
+            Command::PutState { answer, .. } => no(answer, error),
             Command::Retry(_, a) => no(a, error),
             Command::SetWorker(_, a) | Command::StopLeasing(a) | Command::Close(a) => no(a, error),
         }
@@ -306,6 +324,15 @@ impl Machine {
                 limit,
                 answer,
             } => Pending::new(answer, self.run(|m, tx| m.prune(tx, before, limit))),
+            Command::PutState {
+                key,
+                value,
+                expect,
+                answer,
+            } => Pending::new(
+                answer,
+                self.run(|m, tx| m.put_state(tx, &key, value, expect, now)),
+            ),
             Command::StopLeasing(a) => {
                 self.stopping = true;
                 Pending::new(a, Ok(()))
@@ -739,6 +766,39 @@ impl Machine {
             n += 1;
         }
         Ok(n)
+    }
+
+    fn put_state(
+        &mut self,
+        tx: &mut Tx,
+        key: &str,
+        value: Option<serde_json::Value>,
+        expect: u64,
+        now: i64,
+    ) -> Result<StateWrite, StoreError> {
+        let current = read::state_version(self, key)?;
+        if current != expect {
+            return Ok(StateWrite::Conflict(current));
+        }
+        let k = keys::state(key);
+        Ok(match value {
+            Some(value) => {
+                let version = current + 1;
+                tx.batch.put(
+                    k,
+                    record::encode(&record::StoredState::V1 {
+                        value,
+                        version,
+                        updated_ms: now,
+                    }),
+                );
+                StateWrite::Written(version)
+            }
+            None => {
+                tx.batch.delete(k);
+                StateWrite::Written(0)
+            }
+        })
     }
 
     /// A uniform number in [0, 1) for backoff jitter (splitmix64; quality needs are modest).

@@ -31,7 +31,7 @@ use ferry_shared::protocol::{LeasedJob, ReportAck, ReportItem};
 use tokio::sync::oneshot;
 
 use machine::Answer;
-pub use machine::{Command, NewJob, PruneBefore, Refusal};
+pub use machine::{Command, NewJob, PruneBefore, Refusal, StateWrite};
 use record::Job;
 
 #[derive(Debug, thiserror::Error)]
@@ -298,6 +298,27 @@ impl Store {
 
     pub async fn retry(&self, id: JobId) -> Result<RetryOutcome, StoreError> {
         self.call(|a| Command::Retry(id, a)).await
+    }
+
+    /// Writes connector state if its version is still `expect` (0: absent); `None` deletes it.
+    pub async fn put_state(
+        &self,
+        key: String,
+        value: Option<serde_json::Value>,
+        expect: u64,
+    ) -> Result<StateWrite, StoreError> {
+        self.call(|answer| Command::PutState {
+            key,
+            value,
+            expect,
+            answer,
+        })
+        .await
+    }
+
+    /// A connector state value and its version; `(Null, 0)` when absent.
+    pub fn state(&self, key: &str) -> Result<(serde_json::Value, u64), StoreError> {
+        read::state(&*self.kv, key)
     }
 
     /// Leases nothing from now on; when this returns, every lease granted before is counted.

@@ -44,6 +44,23 @@ pub fn job_by_key(
     }
 }
 
+/// A connector state value and its version; `(Null, 0)` when absent.
+pub fn state(
+    from: &(impl Get + ?Sized),
+    key: &str,
+) -> Result<(serde_json::Value, u64), StoreError> {
+    match from.get(&keys::state(key))? {
+        None => Ok((serde_json::Value::Null, 0)),
+        Some(bytes) => match serde_json::from_slice(&bytes).map_err(StoreError::Decode)? {
+            record::StoredState::V1 { value, version, .. } => Ok((value, version)),
+        },
+    }
+}
+
+pub fn state_version(from: &(impl Get + ?Sized), key: &str) -> Result<u64, StoreError> {
+    state(from, key).map(|(_, version)| version)
+}
+
 /// Due jobs examined for the oldest waiting one: a retried job is due later than it was created,
 /// so the first due is not always the oldest; a bounded look is close enough for a gauge.
 pub const OLDEST_SCAN: usize = 10_000;

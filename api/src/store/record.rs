@@ -29,6 +29,18 @@ pub enum StoredMeta {
 }
 
 /// An order line as version 1 stored it.
+/// A connector state value and its version (1 on the first write, +1 on each).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub enum StoredState {
+    #[serde(rename = "1")]
+    V1 {
+        value: serde_json::Value,
+        version: u64,
+        updated_ms: i64,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderV1 {
     pub uniqueid: String,
@@ -268,6 +280,16 @@ mod tests {
     /// would not open: add a `V2` instead of changing `V1`.
     const GOLDEN_JOB: &str = r#"{"v":"1","id":"0190f2c4-1a2b-7c3d-8e4f-0123456789ab","kind":"order_line","status":"processing","order":{"uniqueid":"u-1","workshop":"Bennys Auto","worksheet":"558","product_nr":"10","amount":5.5,"username":"ann","password":"pw"},"attempts":2,"created_ms":1700000000000,"updated_ms":1700000001000,"due_ms":null,"lease":{"lease_id":"0190f2c4-1a2b-7c3d-8e4f-0123456789ac","worker_id":"w1","expires_ms":1700000031000,"lease_ms":30000},"reason_code":"ERP_UNAVAILABLE","reason_text":"503","target_ref":null,"finished_ms":null,"log":[{"at_ms":1700000000000,"from":null,"to":"placed","attempt":0,"message":"received","http_status":null,"duration_ms":null,"excerpt":null,"worker_id":null},{"at_ms":1700000001000,"from":"placed","to":"processing","attempt":2,"message":"leased","http_status":null,"duration_ms":null,"excerpt":null,"worker_id":"w1"}],"log_elided":0}"#;
     const GOLDEN_META: &str = r#"{"v":"1","worker_running":false}"#;
+    const GOLDEN_STATE: &str =
+        r#"{"v":"1","value":{"prereg":"137505764541138"},"version":3,"updated_ms":1700000000000}"#;
+
+    #[test]
+    fn state_records_round_trip_byte_for_byte() {
+        let state: StoredState = serde_json::from_str(GOLDEN_STATE).unwrap();
+        let StoredState::V1 { version, .. } = &state;
+        assert_eq!(*version, 3);
+        assert_eq!(encode(&state), GOLDEN_STATE.as_bytes());
+    }
 
     /// What version 2 writes for the job of `GOLDEN_JOB`, and for a booking.
     const GOLDEN_JOB_V2: &str = r#"{"v":"2","id":"0190f2c4-1a2b-7c3d-8e4f-0123456789ab","payload":{"kind":"order_line","uniqueid":"u-1","workshop":"Bennys Auto","worksheet":"558","product_nr":"10","amount":5.5,"username":"ann","password":"pw"},"status":"processing","attempts":2,"created_ms":1700000000000,"updated_ms":1700000001000,"due_ms":null,"lease":{"lease_id":"0190f2c4-1a2b-7c3d-8e4f-0123456789ac","worker_id":"w1","expires_ms":1700000031000,"lease_ms":30000},"reason_code":"ERP_UNAVAILABLE","reason_text":"503","target_ref":null,"finished_ms":null,"log":[{"at_ms":1700000000000,"from":null,"to":"placed","attempt":0,"message":"received","http_status":null,"duration_ms":null,"excerpt":null,"worker_id":null},{"at_ms":1700000001000,"from":"placed","to":"processing","attempt":2,"message":"leased","http_status":null,"duration_ms":null,"excerpt":null,"worker_id":"w1"}],"log_elided":0}"#;
