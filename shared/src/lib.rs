@@ -9,6 +9,7 @@ pub mod booking;
 pub mod config;
 pub mod envelope;
 pub mod job;
+pub mod passagepoint;
 pub mod protocol;
 pub mod retry;
 pub mod secret;

@@ -67,6 +67,10 @@ pub struct LeasedJob {
     /// What to deliver, tagged with its kind. Unlike [`crate::job::JobView`], an order carries
     /// its ERP password: only the worker may use it.
     pub payload: Payload,
+    /// When an operator last put the job back from `error` (ms since the epoch): a connector
+    /// that stopped for a person to check something takes it as the go-ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

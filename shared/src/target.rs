@@ -8,18 +8,21 @@ use utoipa::ToSchema;
 
 use crate::Secret;
 use crate::job::JobKind;
+use crate::passagepoint::{PassagePoint, PassagePointConfig};
 
 /// `[target]` as written in the tenant's config.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TargetConfig {
     ErpRest(ErpRestConfig),
+    Passagepoint(PassagePointConfig),
 }
 
 impl TargetConfig {
     pub fn kind_name(&self) -> &'static str {
         match self {
             TargetConfig::ErpRest(_) => "erp_rest",
+            TargetConfig::Passagepoint(_) => "passagepoint",
         }
     }
 
@@ -27,6 +30,16 @@ impl TargetConfig {
     pub fn takes(&self) -> &'static [JobKind] {
         match self {
             TargetConfig::ErpRest(_) => &[JobKind::OrderLine],
+            TargetConfig::Passagepoint(_) => &[JobKind::Booking],
+        }
+    }
+
+    /// For a target that maps LibCal locations: whether `lid` has a destination. `None` when
+    /// the target maps none.
+    pub fn maps_location(&self, lid: u64) -> Option<bool> {
+        match self {
+            TargetConfig::Passagepoint(p) => Some(p.destination(lid).is_some()),
+            TargetConfig::ErpRest(_) => None,
         }
     }
 }
@@ -112,6 +125,7 @@ fn default_timeout_ms() -> u64 {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Target {
     ErpRest(ErpRest),
+    Passagepoint(PassagePoint),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -151,6 +165,7 @@ impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::ErpRest(t) => t.fmt(f),
+            Target::Passagepoint(t) => t.fmt(f),
         }
     }
 }
@@ -165,7 +180,10 @@ pub struct WorkerConfig {
 impl TargetConfig {
     /// Checks the config and resolves `*_env` secrets from `env`; errors name the key.
     pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Target, String> {
-        let TargetConfig::ErpRest(c) = self;
+        let c = match self {
+            TargetConfig::ErpRest(c) => c,
+            TargetConfig::Passagepoint(p) => return p.resolve(env).map(Target::Passagepoint),
+        };
         if !(c.base_url.starts_with("http://") || c.base_url.starts_with("https://")) {
             return Err("target.base_url must start with http:// or https://".into());
         }
@@ -230,7 +248,9 @@ mod tests {
             .unwrap()
             .resolve(|_| None)
             .unwrap();
-        let Target::ErpRest(t) = t;
+        let Target::ErpRest(t) = t else {
+            panic!("an erp_rest target")
+        };
         assert_eq!(t.base_url, "http://erp.local/api");
         assert_eq!(t.path, "/worksheets/{worksheet}/lines");
         assert_eq!(t.headers["Idempotency-Key"], "{uniqueid}");

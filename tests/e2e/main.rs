@@ -15,6 +15,8 @@ mod fleet;
 mod intake;
 /// The deployed OilMat client and its pollers, byte for byte, beside a current client.
 mod legacy;
+/// A library tenant: bookings become PassagePoint pre-registrations, exactly once.
+mod library;
 /// Metrics, logs and request ids; secrets never shown.
 mod observability;
 /// The worker protocol drives a job through every state.

@@ -45,6 +45,28 @@ impl ApiOptions {
             .env("FERRY_TARGET__BASE_URL", base_url)
     }
 
+    /// A library tenant delivering bookings to the `ferry-libsim` at `base_url` (PassagePoint
+    /// and Alma both), locations 8827 and 10332 mapped: its target is written to `dir`.
+    pub fn library(self, base_url: &str, dir: &std::path::Path) -> Self {
+        let config = dir.join("library.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[target]\nkind = \"passagepoint\"\nbase_url = \"{base_url}\"\n\
+                 username = \"ferry\"\npassword_env = \"PP_PASSWORD\"\ntimeout_ms = 1000\n\
+                 destinations = {{ \"8827\" = \"LibCal Gelman\", \"10332\" = \"LibCal VSTCL\" }}\n\
+                 categories = {{ \"gw und\" = \"Student\", \"gw fac\" = \"Faculty\" }}\n\
+                 [target.alma]\nbase_url = \"{base_url}\"\n\
+                 api_keys_env = [\"ALMA_KEY_IZ1\", \"ALMA_KEY_IZ2\"]\nper_second = 25\n"
+            ),
+        )
+        .expect("library config");
+        self.env("FERRY_CONFIG", config.to_str().expect("utf-8 path"))
+            .env("PP_PASSWORD", "pp-secret")
+            .env("ALMA_KEY_IZ1", "iz1-key")
+            .env("ALMA_KEY_IZ2", "iz2-key")
+    }
+
     pub fn key(mut self, key: &str) -> Self {
         self.api_key = Some(key.into());
         self.env("FERRY_API_KEY", key)

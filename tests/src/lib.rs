@@ -16,7 +16,7 @@ pub mod procs;
 pub mod sim;
 
 pub use api::{ApiOptions, TestApi};
-pub use sim::{TestSim, TestWorker, order_on};
+pub use sim::{TestLibSim, TestSim, TestWorker, order_on};
 
 /// The path of one of the workspace's binaries.
 pub fn bin(name: &str) -> PathBuf {

@@ -131,3 +131,70 @@ pub fn order_on(uniqueid: &str, worksheet: &str) -> Value {
         "product_nr": "10", "amount": 5,
     })
 }
+
+/// A `ferry-libsim` process: simulated Alma (zones keyed `iz1-key`, `iz2-key`) and PassagePoint
+/// (login `ferry` / `pp-secret`).
+pub struct TestLibSim {
+    pub port: u16,
+    _proc: Proc,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TestLibSim {
+    pub fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args = vec!["--port".to_string(), "0".to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut proc = Proc::spawn("ferry-libsim", &args, &[], &dir.path().join("libsim.log"));
+        let port = proc.wait_listening("ferry-libsim");
+        Self {
+            port,
+            _proc: proc,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Value {
+        let resp = req.send().await.expect("libsim");
+        assert!(resp.status().is_success(), "libsim: {}", resp.status());
+        resp.json().await.expect("json")
+    }
+
+    /// A patron in Alma: `zone` 1 or 2, a barcode (or none), a user group.
+    pub async fn patron(&self, primary_id: &str, zone: u32, barcode: Option<&str>, group: &str) {
+        let url = format!("{}/_sim/alma/users/{primary_id}", self.base());
+        let body = json!({"zone": zone, "barcode": barcode, "group": group});
+        self.send(self.http.put(url).json(&body)).await;
+    }
+
+    /// Queues a PassagePoint fault: `{"call": "createPreReg", "count": 1, "status": 503}`.
+    pub async fn pp_fault(&self, fault: Value) {
+        let url = format!("{}/_sim/pp/faults", self.base());
+        self.send(self.http.post(url).json(&fault)).await;
+    }
+
+    /// Leaves Alma `remaining` calls for today (then `429 DAILY_THRESHOLD`).
+    pub async fn alma_daily(&self, remaining: u64) {
+        let url = format!("{}/_sim/alma/daily", self.base());
+        self.send(self.http.post(url).json(&json!({"remaining": remaining})))
+            .await;
+    }
+
+    /// Makes every PassagePoint token stale: the next call answers 401.
+    pub async fn expire_tokens(&self) {
+        let url = format!("{}/_sim/pp/expire", self.base());
+        self.send(self.http.post(url)).await;
+    }
+
+    /// Visitors, pre-registrations, Alma calls per zone, logins.
+    pub async fn state(&self) -> Value {
+        self.send(self.http.get(format!("{}/_sim/state", self.base())))
+            .await
+    }
+}

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use ferry_shared::envelope::Envelope;
 use ferry_shared::protocol::{
-    HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, ReportRequest, ReportResponse,
+    HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, ReportRequest,
+    ReportResponse, StatePut, StateValue,
 };
 use ferry_shared::target::WorkerConfig;
 use serde::de::DeserializeOwned;
@@ -115,6 +116,26 @@ impl ApiClient {
             .http
             .post(format!("{}/worker/heartbeat", self.base))
             .json(body);
+        self.call(req, Duration::from_secs(10)).await
+    }
+
+    /// Connector state (`version` 0 and `value` null when absent).
+    pub async fn state(&self, key: &str) -> Result<StateValue, ClientError> {
+        let req = self.http.get(format!("{}/worker/state/{key}", self.base));
+        self.call(req, Duration::from_secs(10)).await
+    }
+
+    /// Writes connector state if it is still at `version`; a `STATE_CONFLICT` refusal otherwise.
+    pub async fn put_state(
+        &self,
+        key: &str,
+        value: serde_json::Value,
+        version: u64,
+    ) -> Result<StateValue, ClientError> {
+        let req = self
+            .http
+            .put(format!("{}/worker/state/{key}", self.base))
+            .json(&StatePut { value, version });
         self.call(req, Duration::from_secs(10)).await
     }
 }

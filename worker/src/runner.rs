@@ -107,7 +107,8 @@ impl Worker {
             }
         };
         tracing::info!(tenant = %config.tenant, target = ?config.target, "connector configured");
-        let connector = Connector::new(config.target).map_err(WorkerError::Connector)?;
+        let connector =
+            Connector::new(config.target, api.clone()).map_err(WorkerError::Connector)?;
         Ok(Some(Self {
             api,
             connector: Arc::new(connector),

@@ -19,12 +19,14 @@ use crate::state::AppState;
 use crate::store::{CreateOutcome, Refusal};
 
 pub const BOOKING_MISSING_PRIMARY_ID: &str = "BOOKING_MISSING_PRIMARY_ID";
+pub const DESTINATION_UNMAPPED: &str = "DESTINATION_UNMAPPED";
 
 /// Places a booking.
 ///
 /// One LibCal booking for the worker to register at the door, exactly once. The job is on disk
 /// before the answer. A booking without a primary id is kept, in `error` with
-/// `BOOKING_MISSING_PRIMARY_ID`, never dropped.
+/// `BOOKING_MISSING_PRIMARY_ID`, never dropped; so is one whose location has no PassagePoint
+/// destination (`DESTINATION_UNMAPPED`).
 #[utoipa::path(
     post,
     path = "/bookings",
@@ -65,10 +67,28 @@ pub(super) async fn create_booking(
         })
     })?;
     let book_id = booking.book_id.clone();
-    let cannot = booking.primary_id.is_none().then(|| Refusal {
-        code: BOOKING_MISSING_PRIMARY_ID,
-        text: "the booking has no primary id, so the patron cannot be looked up".into(),
-    });
+    let unmapped = state
+        .settings
+        .target
+        .as_ref()
+        .and_then(|t| t.maps_location(booking.lid))
+        == Some(false);
+    let cannot = if booking.primary_id.is_none() {
+        Some(Refusal {
+            code: BOOKING_MISSING_PRIMARY_ID,
+            text: "the booking has no primary id, so the patron cannot be looked up".into(),
+        })
+    } else if unmapped {
+        Some(Refusal {
+            code: DESTINATION_UNMAPPED,
+            text: format!(
+                "LibCal location {} has no PassagePoint destination in target.destinations",
+                booking.lid
+            ),
+        })
+    } else {
+        None
+    };
     match state
         .store
         .create(Payload::Booking(booking), cannot)

@@ -506,6 +506,7 @@ impl Machine {
                 lease_expires_at: rfc3339(lease.expires_ms),
                 attempt: job.attempts,
                 payload: job.payload.clone(),
+                retried_at_ms: job.retried_ms,
             });
         }
         let mut next_due_ms = None;

@@ -1,25 +1,40 @@
 //! Connectors turn a leased job into calls on the tenant's target and classify what happened as
 //! created / retry / failed with a stable reason code. Only this crate talks to targets.
 
+pub mod alma;
 pub mod erp_rest;
+pub mod passagepoint;
 
 use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome};
 use ferry_shared::target::Target;
 
+use crate::client::ApiClient;
+
+/// One implementation per kind of target, chosen by the tenant's `[target].kind`. Each turns a
+/// leased job into calls on its target and classifies the answer; connectors that must remember
+/// something across attempts and workers (PassagePoint's id maps) keep it in connector state,
+/// through the api client they are given.
+// Built once per worker and never moved after: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Connector {
     ErpRest(erp_rest::ErpRestConnector),
+    Passagepoint(passagepoint::PassagePointConnector),
 }
 
 impl Connector {
-    pub fn new(target: Target) -> Result<Self, reqwest::Error> {
-        match target {
-            Target::ErpRest(cfg) => Ok(Connector::ErpRest(erp_rest::ErpRestConnector::new(cfg)?)),
-        }
+    pub fn new(target: Target, api: ApiClient) -> Result<Self, reqwest::Error> {
+        Ok(match target {
+            Target::ErpRest(cfg) => Connector::ErpRest(erp_rest::ErpRestConnector::new(cfg)?),
+            Target::Passagepoint(cfg) => {
+                Connector::Passagepoint(passagepoint::PassagePointConnector::new(cfg, api)?)
+            }
+        })
     }
 
     pub async fn deliver(&self, job: &LeasedJob) -> (Outcome, AttemptDetail) {
         match self {
             Connector::ErpRest(c) => c.deliver(job).await,
+            Connector::Passagepoint(c) => c.deliver(job).await,
         }
     }
 }
