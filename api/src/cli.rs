@@ -99,6 +99,14 @@ impl Cli {
                     problem,
                 })?;
         }
+        if check && let Some(source) = &s.source {
+            source
+                .resolve(|var| std::env::var(var).ok())
+                .map_err(|problem| ConfigError::Invalid {
+                    key: "source",
+                    problem,
+                })?;
+        }
         Ok(s)
     }
 }

@@ -13,16 +13,13 @@ async fn main() -> anyhow::Result<()> {
     let settings = cli.settings().context("ferry-api cannot start")?;
     if check_only {
         println!(
-            "config ok: tenant '{}' on {}:{}, store {}, target {}",
+            "config ok: tenant '{}' on {}:{}, store {}, target {}, source {}",
             settings.workshop,
             settings.bind,
             settings.port,
             settings.store,
-            if settings.target.is_some() {
-                "configured"
-            } else {
-                "none"
-            }
+            settings.target.as_ref().map_or("none", |t| t.kind_name()),
+            settings.source.as_ref().map_or("none", |s| s.kind_name()),
         );
         return Ok(());
     }

@@ -51,6 +51,8 @@ pub struct Snapshot {
     pub counts: [u64; 5],
     pub oldest_waiting_s: Option<f64>,
     pub worker_connected: bool,
+    /// The source's last report, for a tenant that has a source.
+    pub source: Option<ferry_shared::source::SourceStatus>,
 }
 
 impl Metrics {
@@ -179,6 +181,38 @@ impl Metrics {
         for (name, kind, help, value) in single {
             header(&mut out, name, kind, help);
             sample(&mut out, name, &tenant, value);
+        }
+        if let Some(s) = &snap.source {
+            let source: [(&str, &str, &str, u64); 4] = [
+                (
+                    "ferry_source_polls_total",
+                    "counter",
+                    "Polls of the source by the current worker.",
+                    s.polls,
+                ),
+                (
+                    "ferry_source_polls_failed_total",
+                    "counter",
+                    "Polls of the source that failed.",
+                    s.polls_failed,
+                ),
+                (
+                    "ferry_source_bookings_seen",
+                    "gauge",
+                    "Bookings the last poll found.",
+                    s.bookings_seen,
+                ),
+                (
+                    "ferry_source_last_poll_ok",
+                    "gauge",
+                    "1 when the last poll succeeded.",
+                    u64::from(s.polls > 0 && s.last_error.is_none()),
+                ),
+            ];
+            for (name, kind, help, value) in source {
+                header(&mut out, name, kind, help);
+                sample(&mut out, name, &tenant, value);
+            }
         }
 
         header(

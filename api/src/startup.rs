@@ -62,6 +62,12 @@ impl Application {
                 target: t
                     .resolve(|var| std::env::var(var).ok())
                     .map_err(StartupError::Target)?,
+                source: settings
+                    .source
+                    .as_ref()
+                    .map(|s| s.resolve(|var| std::env::var(var).ok()))
+                    .transpose()
+                    .map_err(StartupError::Target)?,
             }),
             None => {
                 tracing::warn!("no [target] configured: a worker has nowhere to deliver");

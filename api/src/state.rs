@@ -13,6 +13,14 @@ use ferry_shared::job::{JobView, Status};
 use ferry_shared::protocol::Directive;
 use ferry_shared::target::WorkerConfig;
 
+#[derive(Default)]
+pub struct SourceState {
+    pub status: Mutex<Option<ferry_shared::source::SourceStatus>>,
+    pub requested: std::sync::atomic::AtomicU64,
+    /// Woken when a poll is asked for.
+    pub asked: tokio::sync::Notify,
+}
+
 pub struct AppState {
     pub store: Store,
     pub settings: Settings,
@@ -22,6 +30,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Whether and why the api is stopping (see [`crate::shutdown`]).
     pub shutdown: Shutdown,
+    /// What the worker's source last reported, and polls asked for by `PUT /source/poll`.
+    pub source: SourceState,
     /// When each worker was last heard from (lease, report or heartbeat).
     workers_seen: Mutex<HashMap<String, Instant>>,
 }
@@ -35,6 +45,7 @@ impl AppState {
             started: Instant::now(),
             metrics: Metrics::default(),
             shutdown: Shutdown::default(),
+            source: SourceState::default(),
             workers_seen: Mutex::new(HashMap::new()),
         }
     }

@@ -27,6 +27,9 @@ pub struct Alive {
     /// (a stopped worker, no worker connected, the api stopping).
     #[serde(default)]
     pub waiting_for: Option<String>,
+    /// The source's last poll, for a tenant that pulls its jobs (`null` for the others).
+    #[serde(default)]
+    pub source: Option<crate::source::SourceStatus>,
     /// When the last line was made at the target (since this api started).
     #[schema(format = DateTime)]
     pub last_delivery_at: Option<String>,
@@ -149,6 +152,12 @@ pub struct Cleared {
 pub struct WorkerSwitch {
     pub worker: Desired,
     pub connected: bool,
+}
+
+/// `PUT /source/poll` and `POST /worker/source/wait`: polls asked for so far.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SourcePolls {
+    pub requested: u64,
 }
 
 /// `PUT /kill`.

@@ -58,9 +58,9 @@ pub struct Settings {
     /// The delivery target; the worker reads it through the api (`GET /worker/config`).
     #[serde(default)]
     pub target: Option<crate::target::TargetConfig>,
-    /// A pulled source (LibCal), for tenants that fetch their jobs.
+    /// A pulled source (LibCal), for tenants that fetch their jobs; its worker runs it.
     #[serde(default)]
-    pub source: Option<toml::Table>,
+    pub source: Option<crate::source::SourceConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]

@@ -72,6 +72,7 @@ pub struct ErrorBody {
 /// | `NOT_FOUND` | 404 | no such route |
 /// | `JOB_NOT_FOUND` | 404 | no such job |
 /// | `NO_TARGET` | 404 | the tenant has no `[target]` configured |
+/// | `NO_SOURCE` | 404 | the tenant has no `[source]` configured |
 /// | `METHOD_NOT_ALLOWED` | 405 | the route does not take that method |
 /// | `UNIQUEID_CONFLICT` | 409 | the uniqueid is known with a different order |
 /// | `BOOKID_CONFLICT` | 409 | the bookId is known with other times or another patron |
@@ -98,6 +99,7 @@ pub enum ErrorCode {
     NotFound,
     JobNotFound,
     NoTarget,
+    NoSource,
     MethodNotAllowed,
     UniqueidConflict,
     BookidConflict,
@@ -112,7 +114,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::ValidationFailed,
         ErrorCode::MalformedJson,
         ErrorCode::InvalidBody,
@@ -125,6 +127,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::JobNotFound,
         ErrorCode::NoTarget,
+        ErrorCode::NoSource,
         ErrorCode::MethodNotAllowed,
         ErrorCode::UniqueidConflict,
         ErrorCode::BookidConflict,
@@ -152,6 +155,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::JobNotFound => "JOB_NOT_FOUND",
             ErrorCode::NoTarget => "NO_TARGET",
+            ErrorCode::NoSource => "NO_SOURCE",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::UniqueidConflict => "UNIQUEID_CONFLICT",
             ErrorCode::BookidConflict => "BOOKID_CONFLICT",

@@ -13,6 +13,7 @@ pub mod passagepoint;
 pub mod protocol;
 pub mod retry;
 pub mod secret;
+pub mod source;
 pub mod strict;
 pub mod target;
 pub mod validate;
@@ -22,6 +23,11 @@ pub use secret::Secret;
 /// Milliseconds since the Unix epoch: the one clock every stored time is written in.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// Whether `s` is an RFC 3339 date-time with an offset.
+pub fn is_rfc3339(s: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(s).is_ok()
 }
 
 /// Renders a stored millisecond time for people and JSON clients (RFC 3339, UTC).

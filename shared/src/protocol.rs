@@ -183,6 +183,16 @@ pub struct StatePut {
     pub version: u64,
 }
 
+/// `POST /worker/source/wait`: wait up to `wait_ms` for more polls to be asked for than `seen`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SourceWait {
+    #[schema(minimum = 0)]
+    pub seen: u64,
+    #[serde(default)]
+    #[schema(default = 0, minimum = 0, maximum = 60000)]
+    pub wait_ms: u64,
+}
+
 /// The longest state key: ASCII letters, digits and `._:-`.
 pub const MAX_STATE_KEY: usize = 200;
 

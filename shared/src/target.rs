@@ -175,6 +175,9 @@ impl std::fmt::Debug for Target {
 pub struct WorkerConfig {
     pub tenant: String,
     pub target: Target,
+    /// The source the worker runs beside its lease loop, if the tenant pulls its jobs.
+    #[serde(default)]
+    pub source: Option<crate::source::Source>,
 }
 
 impl TargetConfig {

@@ -15,6 +15,8 @@ mod fleet;
 mod intake;
 /// The deployed OilMat client and its pollers, byte for byte, beside a current client.
 mod legacy;
+/// A library tenant's libcal source: polled bookings are placed, failures reported.
+mod libcal;
 /// A library tenant: bookings become PassagePoint pre-registrations, exactly once.
 mod library;
 /// Metrics, logs and request ids; secrets never shown.

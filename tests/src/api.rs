@@ -67,6 +67,25 @@ impl ApiOptions {
             .env("ALMA_KEY_IZ2", "iz2-key")
     }
 
+    /// Adds a `libcal` source polling the `ferry-libsim` at `base_url` (locations 8827 and
+    /// 10332, every `every_secs`) to the library config in `dir` ([`Self::library`] first).
+    pub fn libcal(self, base_url: &str, dir: &std::path::Path, every_secs: u64) -> Self {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("library.toml"))
+            .expect("library config");
+        write!(
+            file,
+            "[source]\nkind = \"libcal\"\nbase_url = \"{base_url}\"\nclient_id = \"ferry-client\"\n\
+             client_secret_env = \"LIBCAL_SECRET\"\nlocations = [8827, 10332]\n\
+             every_secs = {every_secs}\nprimary_id_field = \"q12505\"\n\
+             primary_id_pattern = \"^G[0-9]{{8}}$\"\npage_size = 2\n"
+        )
+        .expect("write");
+        self.env("LIBCAL_SECRET", "libcal-secret")
+    }
+
     pub fn key(mut self, key: &str) -> Self {
         self.api_key = Some(key.into());
         self.env("FERRY_API_KEY", key)

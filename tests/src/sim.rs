@@ -186,6 +186,25 @@ impl TestLibSim {
             .await;
     }
 
+    /// The bookings LibCal lists (each with its `lid`).
+    pub async fn libcal_bookings(&self, bookings: Value) {
+        let url = format!("{}/_sim/libcal/bookings", self.base());
+        self.send(self.http.put(url).json(&bookings)).await;
+    }
+
+    /// Makes LibCal's tokens stale: its next answer is 401.
+    pub async fn libcal_expire(&self) {
+        let url = format!("{}/_sim/libcal/expire", self.base());
+        self.send(self.http.post(url)).await;
+    }
+
+    /// Takes LibCal down (503) or brings it back.
+    pub async fn libcal_down(&self, down: bool) {
+        let url = format!("{}/_sim/libcal/down", self.base());
+        self.send(self.http.post(url).json(&json!({"down": down})))
+            .await;
+    }
+
     /// Makes every PassagePoint token stale: the next call answers 401.
     pub async fn expire_tokens(&self) {
         let url = format!("{}/_sim/pp/expire", self.base());

@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use ferry_shared::answer::SourcePolls;
 use ferry_shared::envelope::Envelope;
 use ferry_shared::protocol::{
     HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, ReportRequest,
-    ReportResponse, StatePut, StateValue,
+    ReportResponse, SourceWait, StatePut, StateValue,
 };
+use ferry_shared::source::SourceStatus;
 use ferry_shared::target::WorkerConfig;
 use serde::de::DeserializeOwned;
 
@@ -117,6 +119,43 @@ impl ApiClient {
             .post(format!("{}/worker/heartbeat", self.base))
             .json(body);
         self.call(req, Duration::from_secs(10)).await
+    }
+
+    /// Waits up to `wait_ms` until more source polls were asked for than `seen`.
+    pub async fn source_wait(&self, seen: u64, wait_ms: u64) -> Result<SourcePolls, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/worker/source/wait", self.base))
+            .json(&SourceWait { seen, wait_ms });
+        self.call(
+            req,
+            Duration::from_millis(wait_ms) + Duration::from_secs(10),
+        )
+        .await
+    }
+
+    /// Reports a poll of the source.
+    pub async fn source_status(&self, status: &SourceStatus) -> Result<SourceStatus, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/worker/source/status", self.base))
+            .json(status);
+        self.call(req, Duration::from_secs(10)).await
+    }
+
+    /// Places a booking with the api; answers whether it was new.
+    pub async fn place_booking(&self, booking: &serde_json::Value) -> Result<bool, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Placed {
+            new: bool,
+        }
+        let req = self
+            .http
+            .post(format!("{}/bookings", self.base))
+            .json(booking);
+        self.call::<Placed>(req, Duration::from_secs(30))
+            .await
+            .map(|p| p.new)
     }
 
     /// Connector state (`version` 0 and `value` null when absent).

@@ -5,5 +5,6 @@
 pub mod client;
 pub mod connector;
 pub mod runner;
+pub mod source;
 
 pub use runner::{Settings, Worker, run_until_stopped};

@@ -77,6 +77,8 @@ impl Heard {
 
 pub struct Worker {
     api: ApiClient,
+    /// The tenant's source, run beside the lease loop, if it pulls its jobs.
+    source: Option<ferry_shared::source::Source>,
     connector: Arc<Connector>,
     settings: Settings,
     heard: Arc<Heard>,
@@ -110,6 +112,7 @@ impl Worker {
         let connector =
             Connector::new(config.target, api.clone()).map_err(WorkerError::Connector)?;
         Ok(Some(Self {
+            source: config.source,
             api,
             connector: Arc::new(connector),
             settings,
@@ -151,6 +154,12 @@ impl Worker {
 
     /// Runs until the api says `exit` or `shutdown` fires, then finishes what it holds.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        // The source stops with the lease loop, whatever stops it.
+        let source_stop = shutdown.child_token();
+        let _source_guard = source_stop.clone().drop_guard();
+        if let Some(source) = self.source.clone() {
+            tokio::spawn(crate::source::run(source, self.api.clone(), source_stop));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let grace = Duration::from_millis(self.settings.grace_ms);
         let reporter = tokio::spawn(report_loop(

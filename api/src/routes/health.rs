@@ -53,6 +53,14 @@ pub(super) async fn alive(state: web::Data<AppState>) -> HttpResponse {
         oldest_waiting_s: oldest.map(|created| (now - created).max(0) / 1000),
         waiting_for: oldest.and_then(|_| state.why_waiting()).map(String::from),
         last_delivery_at: state.metrics.last_delivery_ms().map(ferry_shared::rfc3339),
+        source: state.settings.source.as_ref().map(|_| {
+            state
+                .source
+                .status
+                .lock()
+                .map(|s| s.clone().unwrap_or_default())
+                .unwrap_or_default()
+        }),
     };
     ok(StatusCode::OK, "alive", data)
 }
@@ -84,6 +92,11 @@ pub(super) async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, 
         oldest_waiting_s: oldest
             .map(|created| (ferry_shared::now_ms() - created).max(0) as f64 / 1000.0),
         worker_connected: state.worker_connected(),
+        source: state
+            .settings
+            .source
+            .as_ref()
+            .and_then(|_| state.source.status.lock().ok()?.clone()),
     };
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -9,6 +9,7 @@ mod control;
 mod health;
 mod jobs;
 mod openapi;
+mod source;
 mod state;
 mod worker;
 
@@ -72,6 +73,9 @@ pub fn table() -> Vec<ApiRoute> {
         ApiRoute::new(worker::__path_lease, worker::lease),
         ApiRoute::new(worker::__path_report, worker::report),
         ApiRoute::new(worker::__path_heartbeat, worker::heartbeat),
+        ApiRoute::new(source::__path_poll, source::poll),
+        ApiRoute::new(source::__path_wait, source::wait),
+        ApiRoute::new(source::__path_status, source::status),
         ApiRoute::new(state::__path_get_state, state::get_state),
         ApiRoute::new(state::__path_put_state, state::put_state),
     ]

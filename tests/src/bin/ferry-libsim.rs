@@ -1,5 +1,13 @@
-//! `ferry-libsim`: simulated Alma (patron lookup) and PassagePoint (visitor pre-registration) for
-//! a library tenant's tests and demo, behaving as the real services are known to.
+//! `ferry-libsim`: simulated LibCal (room bookings), Alma (patron lookup) and PassagePoint
+//! (visitor pre-registration) for a library tenant's tests and demo, behaving as the real
+//! services are known to.
+//!
+//! LibCal: `POST /1.1/oauth/token` (client credentials, JSON or form; `--libcal-client id:secret`)
+//! → `{"access_token", "expires_in": 3600}`; tokens stop working when told
+//! (`POST /_sim/libcal/expire`: the next call answers 401). `GET /1.1/space/bookings?lid=&limit=
+//! &page=&formAnswers=` answers a bare array of the loaded bookings of that location
+//! (`PUT /_sim/libcal/bookings` with an array), a page at a time; the `q<id>` form answers only
+//! with `formAnswers=1`. `POST /_sim/libcal/down {"down": true}` makes it answer 503.
 //!
 //! Alma, `GET /almaws/v1/users/{primary_id}` with `Authorization: apikey K`:
 //! - each key of `--alma-keys k1,k2` is an institution zone; a patron lives in one zone
@@ -52,6 +60,9 @@ struct Cli {
     /// PassagePoint's login.
     #[arg(long, default_value = "ferry:pp-secret")]
     pp_login: String,
+    /// LibCal's client credentials.
+    #[arg(long, default_value = "ferry-client:libcal-secret")]
+    libcal_client: String,
     /// The destinations PassagePoint knows.
     #[arg(
         long,
@@ -93,6 +104,11 @@ struct State {
     visitors: Vec<Value>,
     preregs: Vec<Value>,
     faults: Vec<PpFault>,
+    libcal_bookings: Vec<Value>,
+    libcal_tokens: Vec<String>,
+    libcal_tokens_issued: u64,
+    libcal_requests: u64,
+    libcal_down: bool,
 }
 
 struct Sim {
@@ -349,6 +365,108 @@ async fn create_prereg(
     HttpResponse::Ok().json(json!({"data": [{"id": id}]}))
 }
 
+async fn libcal_token(sim: web::Data<Sim>, body: web::Bytes) -> HttpResponse {
+    let fields: HashMap<String, String> = serde_json::from_slice::<HashMap<String, Value>>(&body)
+        .map(|m| {
+            m.into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_else(|_| {
+            String::from_utf8_lossy(&body)
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        });
+    let given = format!(
+        "{}:{}",
+        fields.get("client_id").map_or("", String::as_str),
+        fields.get("client_secret").map_or("", String::as_str)
+    );
+    if given != sim.cli.libcal_client
+        || fields.get("grant_type").map(String::as_str) != Some("client_credentials")
+    {
+        return HttpResponse::BadRequest().json(json!({"error": "invalid_client", "error_description": "The client credentials are invalid"}));
+    }
+    let mut st = sim.state.lock().expect("lock");
+    st.libcal_tokens_issued += 1;
+    let token = format!("lc-{}", st.libcal_tokens_issued);
+    st.libcal_tokens.push(token.clone());
+    HttpResponse::Ok().json(
+        json!({"access_token": token, "expires_in": 3600, "token_type": "Bearer", "scope": "sp_r"}),
+    )
+}
+
+async fn libcal_bookings(
+    sim: web::Data<Sim>,
+    req: HttpRequest,
+    q: web::Query<HashMap<String, String>>,
+) -> HttpResponse {
+    let mut st = sim.state.lock().expect("lock");
+    st.libcal_requests += 1;
+    if st.libcal_down {
+        return HttpResponse::ServiceUnavailable().json(json!({"error": "maintenance"}));
+    }
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !st.libcal_tokens.iter().any(|t| t == bearer) {
+        return HttpResponse::Unauthorized().json(json!({"error": "invalid_token"}));
+    }
+    let num = |k: &str, default: usize| q.get(k).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (limit, page) = (num("limit", 20).clamp(1, 500), num("page", 1).max(1));
+    let lid: u64 = num("lid", 0) as u64;
+    let answers = q.get("formAnswers").map(String::as_str) == Some("1");
+    let page_items: Vec<Value> = st
+        .libcal_bookings
+        .iter()
+        .filter(|b| b["lid"].as_u64() == Some(lid))
+        .skip((page - 1) * limit)
+        .take(limit)
+        .map(|b| {
+            let mut b = b.clone();
+            if !answers && let Some(o) = b.as_object_mut() {
+                o.retain(|k, _| {
+                    !(k.starts_with('q') && k[1..].chars().all(|c| c.is_ascii_digit()))
+                });
+            }
+            b
+        })
+        .collect();
+    HttpResponse::Ok().json(page_items)
+}
+
+async fn libcal_load(sim: web::Data<Sim>, bookings: web::Json<Vec<Value>>) -> HttpResponse {
+    sim.state.lock().expect("lock").libcal_bookings = bookings.into_inner();
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+async fn libcal_expire(sim: web::Data<Sim>) -> HttpResponse {
+    sim.state.lock().expect("lock").libcal_tokens.clear();
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+#[derive(Deserialize)]
+struct Down {
+    down: bool,
+}
+
+async fn libcal_down(sim: web::Data<Sim>, d: web::Json<Down>) -> HttpResponse {
+    sim.state.lock().expect("lock").libcal_down = d.down;
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
 async fn expire(sim: web::Data<Sim>) -> HttpResponse {
     sim.state.lock().expect("lock").tokens.clear();
     HttpResponse::Ok().json(json!({"ok": true}))
@@ -369,6 +487,7 @@ async fn inspect(sim: web::Data<Sim>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "visitors": st.visitors, "preregs": st.preregs, "alma_calls": calls,
         "alma_calls_total": st.alma_calls.values().sum::<u64>(), "logins": st.logins,
+        "libcal_requests": st.libcal_requests, "libcal_tokens_issued": st.libcal_tokens_issued,
     }))
 }
 
@@ -383,6 +502,11 @@ async fn main() -> std::io::Result<()> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(sim.clone())
+            .route("/1.1/oauth/token", web::post().to(libcal_token))
+            .route("/1.1/space/bookings", web::get().to(libcal_bookings))
+            .route("/_sim/libcal/bookings", web::put().to(libcal_load))
+            .route("/_sim/libcal/expire", web::post().to(libcal_expire))
+            .route("/_sim/libcal/down", web::post().to(libcal_down))
             .route("/almaws/v1/users/{id}", web::get().to(alma_user))
             .route("/pp/api/v2/auth/login", web::post().to(pp_login))
             .route(
