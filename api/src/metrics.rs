@@ -51,6 +51,8 @@ pub struct Snapshot {
     pub counts: [u64; 5],
     pub oldest_waiting_s: Option<f64>,
     pub worker_connected: bool,
+    /// Gauges connectors report of their targets (`alma_api_remaining`, say).
+    pub gauges: Vec<(String, f64)>,
     /// The source's last report, for a tenant that has a source.
     pub source: Option<ferry_shared::source::SourceStatus>,
 }
@@ -181,6 +183,18 @@ impl Metrics {
         for (name, kind, help, value) in single {
             header(&mut out, name, kind, help);
             sample(&mut out, name, &tenant, value);
+        }
+        if !snap.gauges.is_empty() {
+            header(
+                &mut out,
+                "ferry_target_gauge",
+                "gauge",
+                "What the connector last heard from its target, by name (alma_api_remaining: Alma calls left today).",
+            );
+            for (name, value) in &snap.gauges {
+                let labels = format!("{tenant},name=\"{}\"", escape(name));
+                sample(&mut out, "ferry_target_gauge", &labels, value);
+            }
         }
         if let Some(s) = &snap.source {
             let source: [(&str, &str, &str, u64); 4] = [

@@ -204,6 +204,12 @@ fn spawn_maintenance(state: web::Data<AppState>) {
             if total > 0 {
                 tracing::info!(count = total, "pruned finished jobs past retention");
             }
+            // Connector state that says when it is no longer needed (id maps past keep_days).
+            match state.store.prune_state(now, PRUNE_CHUNK).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(count = n, "pruned expired connector state"),
+                Err(e) => tracing::error!(error = ?e, "pruning connector state failed"),
+            }
         }
     });
 }

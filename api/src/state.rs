@@ -92,6 +92,21 @@ impl AppState {
         view
     }
 
+    /// What connectors say of their targets: the `status:*` connector state values, each
+    /// `{note?, until_ms?, gauges?}`. A note is shown until its `until_ms`.
+    pub fn connector_status(&self) -> Vec<(String, serde_json::Value)> {
+        self.store.states("status:").unwrap_or_default()
+    }
+
+    pub fn notes(&self) -> Vec<String> {
+        let now = ferry_shared::now_ms();
+        self.connector_status()
+            .into_iter()
+            .filter(|(_, v)| v["until_ms"].as_i64().is_none_or(|u| u > now))
+            .filter_map(|(_, v)| v["note"].as_str().map(str::to_string))
+            .collect()
+    }
+
     pub fn saw_worker(&self, worker_id: &str) {
         if let Ok(mut seen) = self.workers_seen.lock() {
             match seen.get_mut(worker_id) {

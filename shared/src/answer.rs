@@ -27,6 +27,10 @@ pub struct Alive {
     /// (a stopped worker, no worker connected, the api stopping).
     #[serde(default)]
     pub waiting_for: Option<String>,
+    /// What the tenant's connector says of its target now, when it says anything (Alma's daily
+    /// budget used up until midnight, say).
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// The source's last poll, for a tenant that pulls its jobs (`null` for the others).
     #[serde(default)]
     pub source: Option<crate::source::SourceStatus>,

@@ -178,3 +178,21 @@ fn check_config_names_a_library_tenants_missing_secrets() {
         assert!(out.contains(missing), "{missing} is named: {out}");
     }
 }
+
+#[tokio::test]
+async fn kill_stops_a_pulling_tenant_at_once() {
+    let sim = TestLibSim::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut api, mut worker) = pulling(&sim, dir.path()).await;
+    eventually("the first poll", Duration::from_secs(20), || async {
+        (source(&api).await["polls"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    let (status, _) = api.put("/kill").await;
+    assert_eq!(status, StatusCode::OK);
+    // Its source's long-poll answers at once: neither process waits out a 25 s poll.
+    let w = worker.wait_exit(Duration::from_secs(8));
+    let a = api.wait_exit(Duration::from_secs(8));
+    assert!(w.success(), "worker: {w}\n{}", worker.output());
+    assert!(a.success(), "api: {a}");
+}

@@ -24,18 +24,27 @@ async fn library(worker_args: &[&str]) -> (Library, TestWorker) {
 }
 
 async fn library_with(sim_args: &[&str], worker_args: &[&str]) -> (Library, TestWorker) {
+    library_env(sim_args, &[], worker_args).await
+}
+
+async fn library_env(
+    sim_args: &[&str],
+    api_env: &[(&str, &str)],
+    worker_args: &[&str],
+) -> (Library, TestWorker) {
     let sim = TestLibSim::start(sim_args);
     let config = tempfile::tempdir().unwrap();
-    let api = TestApi::with(
-        ApiOptions {
-            workshop: "Gelman Library".into(),
-            ..ApiOptions::default()
-        }
-        .library(&sim.base(), config.path())
-        .env("FERRY_RETRY__BASE_MS", "50")
-        .env("FERRY_RETRY__MAX_BACKOFF_MS", "200"),
-    )
-    .await;
+    let mut opts = ApiOptions {
+        workshop: "Gelman Library".into(),
+        ..ApiOptions::default()
+    }
+    .library(&sim.base(), config.path())
+    .env("FERRY_RETRY__BASE_MS", "50")
+    .env("FERRY_RETRY__MAX_BACKOFF_MS", "200");
+    for (k, v) in api_env {
+        opts = opts.env(k, v);
+    }
+    let api = TestApi::with(opts).await;
     let worker = TestWorker::start(&api.base(), worker_args, &[]);
     (
         Library {
@@ -327,6 +336,29 @@ async fn alma_out_of_its_daily_budget_puts_bookings_off_until_midnight() {
     )
     .await;
     assert_eq!(job["status"], "placed", "waiting, not failed: {job}");
+    let alive = lib.api.alive().await;
+    let notes = alive["notes"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("daily API budget")),
+        "/alive says so: {alive}"
+    );
+    let metrics = lib
+        .api
+        .http
+        .get(format!("{}/metrics", lib.api.base()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains(r#"ferry_target_gauge{tenant="gelman-library",name="alma_api_remaining"} 0"#),
+        "{metrics}"
+    );
     let next =
         chrono::DateTime::parse_from_rfc3339(job["next_attempt_at"].as_str().unwrap()).unwrap();
     let tomorrow = (chrono::Utc::now().date_naive() + chrono::Days::new(1))
@@ -340,4 +372,81 @@ async fn alma_out_of_its_daily_budget_puts_bookings_off_until_midnight() {
         "next attempt {next} is not before midnight {tomorrow}"
     );
     assert_eq!(lib.sim.state().await["preregs"], json!([]));
+}
+
+#[tokio::test]
+async fn mappings_are_pruned_keep_days_after_the_appointment() {
+    let (lib, _worker) = library_env(
+        &[],
+        &[
+            ("FERRY_TARGET__KEEP_DAYS", "0"),
+            ("FERRY_PRUNE_EVERY_MS", "200"),
+        ],
+        &[],
+    )
+    .await;
+    lib.sim
+        .patron("G00000012", 1, Some("2282012"), "gw und")
+        .await;
+    let mut past = booking("cs_past", "G00000012", 8827);
+    past["fromDate"] = json!("2026-01-05T10:00:00-05:00");
+    past["toDate"] = json!("2026-01-05T11:00:00-05:00");
+    lib.book(&past).await;
+    lib.settled("cs_past", "created").await;
+    let state = |key: &'static str| {
+        let url = format!("{}/worker/state/{key}", lib.api.base());
+        let api = &lib.api;
+        async move { api.send(api.http.get(url)).await.1["data"]["version"].clone() }
+    };
+    eventually(
+        "the mappings to be pruned",
+        Duration::from_secs(10),
+        || async {
+            (state("prereg:cs_past").await == 0 && state("visitor:G00000012").await == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    // The job itself stays, with its reference.
+    let (_, b) = lib.api.get("/get_booking_status?bookId=cs_past").await;
+    assert_eq!(b["data"]["status"], "created");
+}
+
+#[tokio::test]
+async fn a_booking_whose_pre_registration_was_kept_but_not_reported_is_not_made_again() {
+    // What a worker killed right after the pre-registration leaves: the id kept in connector
+    // state, the job not reported (its lease expires and it is leased again).
+    let (lib, _worker) = library(&[]).await;
+    lib.sim
+        .patron("G00000013", 1, Some("2282013"), "gw und")
+        .await;
+    let url = format!("{}/worker/state/prereg:cs_kept", lib.api.base());
+    let (status, body) = lib
+        .api
+        .send(
+            lib.api
+                .http
+                .put(&url)
+                .json(&json!({"value": {"id": "PR-77"}, "version": 0})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    lib.book(&booking("cs_kept", "G00000013", 8827)).await;
+    let job = lib.settled("cs_kept", "created").await;
+    assert_eq!(job["target_ref"], "PR-77");
+    let pp = lib.sim.state().await;
+    assert_eq!(
+        pp["preregs"],
+        json!([]),
+        "nothing asked of PassagePoint: {pp}"
+    );
+    assert_eq!(pp["alma_calls_total"], 0, "nor of Alma");
+    let log = lib.api.log(job["id"].as_str().unwrap()).await;
+    assert!(
+        log.iter().any(|e| e["excerpt"]
+            .as_str()
+            .unwrap_or("")
+            .contains("connector state")),
+        "the log says why: {log:?}"
+    );
 }

@@ -62,7 +62,8 @@ async fn asked_after(api: &ApiClient, seen: u64) -> u64 {
     loop {
         match api.source_wait(seen, 25_000).await {
             Ok(p) if p.requested > seen => return p.requested,
-            Ok(_) => {}
+            // Nothing asked (the wait ran out, or the api is stopping and answered early).
+            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     }

@@ -53,6 +53,7 @@ pub(super) async fn alive(state: web::Data<AppState>) -> HttpResponse {
         oldest_waiting_s: oldest.map(|created| (now - created).max(0) / 1000),
         waiting_for: oldest.and_then(|_| state.why_waiting()).map(String::from),
         last_delivery_at: state.metrics.last_delivery_ms().map(ferry_shared::rfc3339),
+        notes: state.notes(),
         source: state.settings.source.as_ref().map(|_| {
             state
                 .source
@@ -92,6 +93,18 @@ pub(super) async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, 
         oldest_waiting_s: oldest
             .map(|created| (ferry_shared::now_ms() - created).max(0) as f64 / 1000.0),
         worker_connected: state.worker_connected(),
+        gauges: state
+            .connector_status()
+            .into_iter()
+            .flat_map(|(_, v)| {
+                v["gauges"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, g)| Some((k.clone(), g.as_f64()?)))
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
         source: state
             .settings
             .source

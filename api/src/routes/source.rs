@@ -82,12 +82,16 @@ pub(super) async fn wait(
     loop {
         let asked = state.source.asked.notified();
         let requested = state.source.requested.load(Ordering::Relaxed);
-        if requested > seen || tokio::time::Instant::now() >= deadline {
+        if requested > seen
+            || tokio::time::Instant::now() >= deadline
+            || state.shutdown.is_stopping()
+        {
             return Ok(ok(StatusCode::OK, "polls asked", SourcePolls { requested }));
         }
         tokio::select! {
             _ = asked => {}
             _ = tokio::time::sleep_until(deadline) => {}
+            // The api is stopping: answer now, so the server's graceful stop need not wait.
             _ = state.shutdown.server_stopping() => {}
         }
     }

@@ -656,6 +656,30 @@ pub async fn connector_state_is_compare_and_swap_and_survives_restarts(engine: E
     assert_eq!(put(None, 2).await.unwrap(), StateWrite::Written(0));
     assert_eq!(store.state("prereg:cs_1").unwrap(), (json!(null), 0));
     assert_eq!(store.count(Status::Placed), 0, "state is not a job");
+
+    // Values that say when they are no longer needed are pruned after that, and only those.
+    let now = ferry_shared::now_ms();
+    for (key, value) in [
+        ("prereg:old", json!({"id": "P-9", "expires_ms": now - 1})),
+        (
+            "prereg:new",
+            json!({"id": "P-10", "expires_ms": now + 60_000}),
+        ),
+        ("cursor", json!({"at": 5})),
+    ] {
+        store.put_state(key.into(), Some(value), 0).await.unwrap();
+    }
+    assert_eq!(store.prune_state(now, 100).await.unwrap(), 1);
+    assert_eq!(store.state("prereg:old").unwrap().1, 0);
+    assert_eq!(store.state("prereg:new").unwrap().1, 1);
+    assert_eq!(store.state("cursor").unwrap().1, 1);
+    let keys: Vec<String> = store
+        .states("prereg:")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, ["prereg:new"]);
     close(store, writer).await;
 }
 

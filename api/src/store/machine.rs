@@ -88,6 +88,13 @@ pub enum Command {
         expect: u64,
         answer: Answer<StateWrite>,
     },
+    /// Deletes up to `limit` connector state values whose `expires_ms` is before `now_ms`;
+    /// answers how many.
+    PruneState {
+        now_ms: i64,
+        limit: usize,
+        answer: Answer<u64>,
+    },
     /// Flush and stop the writer.
     Close(Answer<()>),
 }
@@ -144,6 +151,7 @@ impl Command {
             Command::ExpireLeases(a) | Command::Clear(a) => no(a, error),
             Command::Prune { answer, .. } => no(answer, error),
             Command::PutState { answer, .. } => no(answer, error),
+            Command::PruneState { answer, .. } => no(answer, error),
             Command::Retry(_, a) => no(a, error),
             Command::SetWorker(_, a) | Command::StopLeasing(a) | Command::Close(a) => no(a, error),
         }
@@ -333,6 +341,11 @@ impl Machine {
                 answer,
                 self.run(|m, tx| m.put_state(tx, &key, value, expect, now)),
             ),
+            Command::PruneState {
+                now_ms,
+                limit,
+                answer,
+            } => Pending::new(answer, self.run(|m, tx| m.prune_state(tx, now_ms, limit))),
             Command::StopLeasing(a) => {
                 self.stopping = true;
                 Pending::new(a, Ok(()))
@@ -800,6 +813,35 @@ impl Machine {
                 StateWrite::Written(0)
             }
         })
+    }
+
+    fn prune_state(&mut self, tx: &mut Tx, now_ms: i64, limit: usize) -> Result<u64, StoreError> {
+        let expired = |v: &serde_json::Value| v["expires_ms"].as_i64().is_some_and(|e| e < now_ms);
+        let mut keys = Vec::new();
+        let prefix = [keys::STATE];
+        self.kv
+            .scan(&prefix, &keys::prefix_end(&prefix), &mut |k, v| {
+                let stale = serde_json::from_slice::<record::StoredState>(v)
+                    .is_ok_and(|record::StoredState::V1 { value, .. }| expired(&value));
+                if stale {
+                    keys.push(String::from_utf8_lossy(&k[1..]).into_owned());
+                }
+                if keys.len() >= limit {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+        let mut n = 0;
+        for key in keys {
+            // Read again through this group's writes: a value just rewritten may not be expired.
+            let (value, _) = read::state(self, &key)?;
+            if expired(&value) {
+                tx.batch.delete(keys::state(&key));
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// A uniform number in [0, 1) for backoff jitter (splitmix64; quality needs are modest).

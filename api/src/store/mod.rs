@@ -316,6 +316,21 @@ impl Store {
         .await
     }
 
+    /// Deletes up to `limit` connector state values past their `expires_ms`.
+    pub async fn prune_state(&self, now_ms: i64, limit: usize) -> Result<u64, StoreError> {
+        self.call(|answer| Command::PruneState {
+            now_ms,
+            limit,
+            answer,
+        })
+        .await
+    }
+
+    /// Every connector state value whose key starts with `prefix`.
+    pub fn states(&self, prefix: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        read::states(&*self.kv, prefix)
+    }
+
     /// A connector state value and its version; `(Null, 0)` when absent.
     pub fn state(&self, key: &str) -> Result<(serde_json::Value, u64), StoreError> {
         read::state(&*self.kv, key)

@@ -57,6 +57,19 @@ pub fn state(
     }
 }
 
+/// Every connector state value whose key starts with `prefix`, in key order.
+pub fn states(from: &dyn Kv, prefix: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+    let start = keys::state(prefix);
+    let mut found = Vec::new();
+    from.scan(&start, &keys::prefix_end(&start), &mut |k, v| {
+        if let Ok(record::StoredState::V1 { value, .. }) = serde_json::from_slice(v) {
+            found.push((String::from_utf8_lossy(&k[1..]).into_owned(), value));
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(found)
+}
+
 pub fn state_version(from: &(impl Get + ?Sized), key: &str) -> Result<u64, StoreError> {
     state(from, key).map(|(_, version)| version)
 }

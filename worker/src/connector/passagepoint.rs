@@ -33,6 +33,8 @@ pub struct PassagePointConnector {
     alma: Alma,
     api: ApiClient,
     token: tokio::sync::Mutex<Option<String>>,
+    /// When `status:alma` was last written.
+    alma_published: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// One PassagePoint call's answer.
@@ -152,6 +154,7 @@ impl PassagePointConnector {
             http,
             api,
             token: tokio::sync::Mutex::default(),
+            alma_published: tokio::sync::Mutex::default(),
         })
     }
 
@@ -221,14 +224,16 @@ impl PassagePointConnector {
             ));
         }
 
-        let patron = match self.alma.lookup(primary_id).await {
+        let lookup = self.alma.lookup(primary_id).await;
+        self.publish_alma(&lookup).await;
+        let patron = match lookup {
             Lookup::Found(p) => p,
             Lookup::Failed(code, text) => return Err(failed(code, text)),
             Lookup::Retry(code, text, after) => {
                 return Err(retry(code, text, (after > 0).then_some(after)));
             }
         };
-        let visitor = self.visitor(b, primary_id, &patron).await?;
+        let visitor = self.visitor(b, primary_id, &patron, end).await?;
 
         // From here until its answer is kept, PassagePoint may make a pre-registration we
         // would not know of: mark it, so no later attempt makes a second one.
@@ -261,8 +266,9 @@ impl PassagePointConnector {
                 ));
             }
         };
-        let until_ms = end * 1000 + i64::from(self.cfg.keep_days) * 86_400_000;
-        let done = json!({"id": id, "visitor": visitor, "until_ms": until_ms});
+        // Kept `keep_days` past the appointment; the api prunes it after `expires_ms`.
+        let expires_ms = end * 1000 + i64::from(self.cfg.keep_days) * 86_400_000;
+        let done = json!({"id": id, "visitor": visitor, "expires_ms": expires_ms});
         self.keep(&prereg_key, done, version).await?;
         Ok((id, None))
     }
@@ -274,6 +280,7 @@ impl PassagePointConnector {
         b: &Booking,
         primary_id: &str,
         patron: &super::alma::Patron,
+        end: i64,
     ) -> Result<String, Stop> {
         let key = state_key("visitor", primary_id);
         let (known, version) = self.read_state(&key).await?;
@@ -317,7 +324,9 @@ impl PassagePointConnector {
             classify(&answer, "createVisitor")?
         };
         // A lost race means another worker kept the same visitor: nothing to do.
-        match self.write_state(&key, json!({"id": id}), version).await {
+        let expires_ms = end * 1000 + i64::from(self.cfg.keep_days) * 86_400_000;
+        let mapping = json!({"id": id, "expires_ms": expires_ms});
+        match self.write_state(&key, mapping, version).await {
             Ok(_) | Err(Outcome::Retry { .. }) => Ok(id),
             Err(other) => Err(other),
         }
@@ -385,6 +394,36 @@ impl PassagePointConnector {
                 let status = if status >= 500 { status } else { 401 };
                 Err(Answer::Http { status, body })
             }
+        }
+    }
+
+    /// Tells the api what Alma said of its budget (`status:alma`, shown in `/alive` and
+    /// `/metrics`): at once when the daily budget runs out, else at most once a minute.
+    async fn publish_alma(&self, lookup: &Lookup) {
+        let daily = matches!(lookup, Lookup::Retry("ALMA_DAILY_LIMIT", _, _));
+        {
+            let mut last = self.alma_published.lock().await;
+            if !daily && last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let now = ferry_shared::now_ms();
+        let mut status = json!({"expires_ms": now + 2 * 86_400_000, "gauges": {}});
+        if let Some(left) = self.alma.remaining.lock().ok().and_then(|r| *r) {
+            status["gauges"]["alma_api_remaining"] = json!(left);
+        }
+        if let Lookup::Retry("ALMA_DAILY_LIMIT", _, after) = lookup {
+            let until = now + *after as i64;
+            status["note"] = json!(format!(
+                "Alma's daily API budget is used up: bookings wait until {}",
+                ferry_shared::rfc3339(until)
+            ));
+            status["until_ms"] = json!(until);
+        }
+        // Best effort: the last writer wins; a failure here delays nothing.
+        if let Ok((_, version)) = self.read_state("status:alma").await {
+            let _ = self.write_state("status:alma", status, version).await;
         }
     }
 
