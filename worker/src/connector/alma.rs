@@ -106,6 +106,7 @@ fn until_midnight_ms() -> u64 {
 pub struct Alma {
     cfg: AlmaConfig,
     http: reqwest::Client,
+    timeout: Duration,
     /// Per key: when its calls of the last second were made.
     recent: Vec<tokio::sync::Mutex<VecDeque<Instant>>>,
     cache: Mutex<HashMap<String, (Patron, Instant)>>,
@@ -117,7 +118,7 @@ pub struct Alma {
 }
 
 impl Alma {
-    pub fn new(cfg: AlmaConfig, http: reqwest::Client) -> Self {
+    pub fn new(cfg: AlmaConfig, http: reqwest::Client, timeout: Duration) -> Self {
         let recent = cfg
             .api_keys
             .iter()
@@ -126,6 +127,7 @@ impl Alma {
         Self {
             cfg,
             http,
+            timeout,
             recent,
             cache: Mutex::default(),
             inflight: Mutex::default(),
@@ -192,6 +194,7 @@ impl Alma {
             let resp = self
                 .http
                 .get(&url)
+                .timeout(self.timeout)
                 .header("Authorization", format!("apikey {key}"))
                 .header("Accept", "application/json")
                 .send()

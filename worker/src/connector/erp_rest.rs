@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ferry_shared::job::{OrderLine, Payload};
 use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome};
-use ferry_shared::target::{Auth, ErpRest};
+use ferry_shared::target::ErpRest;
 use serde_json::Value;
 
 /// Characters of the target's answer kept in the job log.
@@ -16,7 +16,7 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 pub struct ErpRestConnector {
     cfg: ErpRest,
-    http: reqwest::Client,
+    ctx: super::Ctx,
 }
 
 /// What came back from one attempt, before classification.
@@ -32,13 +32,8 @@ pub enum Answer {
 }
 
 impl ErpRestConnector {
-    pub fn new(cfg: ErpRest) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
-            .timeout(Duration::from_millis(cfg.timeout_ms))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Self { cfg, http })
+    pub fn new(cfg: ErpRest, ctx: super::Ctx) -> Self {
+        Self { cfg, ctx }
     }
 
     pub async fn deliver(&self, job: &LeasedJob) -> (Outcome, AttemptDetail) {
@@ -65,22 +60,18 @@ impl ErpRestConnector {
         let url = format!("{}{}", self.cfg.base_url, fill(&self.cfg.path, order, true));
         let method = reqwest::Method::from_bytes(self.cfg.method.as_bytes())
             .unwrap_or(reqwest::Method::POST);
-        let mut req = self.http.request(method.clone(), url);
+        let mut req = self
+            .ctx
+            .http
+            .request(method.clone(), url)
+            .timeout(Duration::from_millis(self.cfg.timeout_ms));
         if method != reqwest::Method::GET {
             req = req.json(&fill_json(&self.cfg.body, order));
         }
         for (name, value) in &self.cfg.headers {
             req = req.header(name, fill(value, order, false));
         }
-        req = match &self.cfg.auth {
-            Auth::None => req,
-            Auth::Basic { username, password } => req.basic_auth(username, Some(password)),
-            Auth::Bearer { token } => req.bearer_auth(token),
-            Auth::Job => match &order.username {
-                Some(u) => req.basic_auth(u, order.password.as_ref().map(|p| p.expose())),
-                None => req,
-            },
-        };
+        req = super::auth::apply(req, &self.cfg.auth, super::auth::job_credentials(order));
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => return transport(e),

@@ -2,10 +2,13 @@
 //! created / retry / failed with a stable reason code. Only this crate talks to targets.
 
 pub mod alma;
+pub mod auth;
 pub mod erp_rest;
 pub mod passagepoint;
 
 use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome};
+use std::time::Duration;
+
 use ferry_shared::target::Target;
 
 use crate::client::ApiClient;
@@ -21,12 +24,34 @@ pub enum Connector {
     Passagepoint(passagepoint::PassagePointConnector),
 }
 
+/// What every connector shares: one HTTP client for the target (its connection pool and TLS;
+/// each connector sets its own timeout per request) and the api client, for connector state.
+#[derive(Clone)]
+pub struct Ctx {
+    pub http: reqwest::Client,
+    pub api: ApiClient,
+}
+
+impl Ctx {
+    pub fn new(api: ApiClient, connect_timeout: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self { http, api })
+    }
+}
+
 impl Connector {
     pub fn new(target: Target, api: ApiClient) -> Result<Self, reqwest::Error> {
         Ok(match target {
-            Target::ErpRest(cfg) => Connector::ErpRest(erp_rest::ErpRestConnector::new(cfg)?),
+            Target::ErpRest(cfg) => {
+                let ctx = Ctx::new(api, Duration::from_millis(cfg.connect_timeout_ms))?;
+                Connector::ErpRest(erp_rest::ErpRestConnector::new(cfg, ctx))
+            }
             Target::Passagepoint(cfg) => {
-                Connector::Passagepoint(passagepoint::PassagePointConnector::new(cfg, api)?)
+                let ctx = Ctx::new(api, Duration::from_secs(5))?;
+                Connector::Passagepoint(passagepoint::PassagePointConnector::new(cfg, ctx))
             }
         })
     }

@@ -32,6 +32,7 @@ pub struct PassagePointConnector {
     http: reqwest::Client,
     alma: Alma,
     api: ApiClient,
+    timeout: Duration,
     token: tokio::sync::Mutex<Option<String>>,
     /// When `status:alma` was last written.
     alma_published: tokio::sync::Mutex<Option<Instant>>,
@@ -143,19 +144,17 @@ fn state_key(kind: &str, id: &str) -> String {
 }
 
 impl PassagePointConnector {
-    pub fn new(cfg: PassagePoint, api: ApiClient) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_millis(cfg.timeout_ms))
-            .build()?;
-        Ok(Self {
-            alma: Alma::new(cfg.alma.clone(), http.clone()),
+    pub fn new(cfg: PassagePoint, ctx: super::Ctx) -> Self {
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        Self {
+            alma: Alma::new(cfg.alma.clone(), ctx.http.clone(), timeout),
             cfg,
-            http,
-            api,
+            http: ctx.http,
+            api: ctx.api,
+            timeout,
             token: tokio::sync::Mutex::default(),
             alma_published: tokio::sync::Mutex::default(),
-        })
+        }
     }
 
     pub async fn deliver(&self, job: &LeasedJob) -> (Outcome, AttemptDetail) {
@@ -344,6 +343,7 @@ impl PassagePointConnector {
                 Err(answer) => return answer,
             };
             let answer = match build(&self.http, &self.cfg.base_url)
+                .timeout(self.timeout)
                 .header("token", &token)
                 .send()
                 .await
@@ -373,6 +373,7 @@ impl PassagePointConnector {
         let resp = self
             .http
             .post(format!("{}/pp/api/v2/auth/login", self.cfg.base_url))
+            .timeout(self.timeout)
             .json(&json!({"username": self.cfg.username, "password": self.cfg.password}))
             .send()
             .await
