@@ -136,15 +136,7 @@ async fn a_tenant_whose_target_takes_no_bookings_refuses_them_clearly() {
         detail.contains("erp_rest") && detail.contains("booking"),
         "{detail}"
     );
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", api.base()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     assert!(
         metrics.contains(
             r#"ferry_intake_total{tenant="bennys-auto",kind="booking",result="refused"} 1"#

@@ -230,15 +230,7 @@ async fn unknown_fields_are_accepted_and_named_and_refusals_are_counted() {
         let (status, _) = api.create(&json!({})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
     }
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", api.base()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     assert!(
         metrics.lines().any(|l| l.starts_with("ferry_intake_total{")
             && l.contains("result=\"refused\"")

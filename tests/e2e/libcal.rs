@@ -103,13 +103,7 @@ async fn a_failing_poll_is_reported_never_stops_the_worker_and_a_poll_can_be_ask
         "{failed}"
     );
     assert!(worker.running(), "a failed poll never stops the worker");
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", api.base()))
-        .send()
-        .await
-        .unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = api.metrics().await;
     assert!(
         metrics.contains("ferry_source_polls_failed_total{tenant=\"gelman-library\"} 1"),
         "{metrics}"

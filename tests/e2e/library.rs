@@ -344,16 +344,7 @@ async fn alma_out_of_its_daily_budget_puts_bookings_off_until_midnight() {
             .any(|n| n.as_str().unwrap().contains("daily API budget")),
         "/alive says so: {alive}"
     );
-    let metrics = lib
-        .api
-        .http
-        .get(format!("{}/metrics", lib.api.base()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = lib.api.metrics().await;
     assert!(
         metrics
             .contains(r#"ferry_target_gauge{tenant="gelman-library",name="alma_api_remaining"} 0"#),

@@ -254,6 +254,17 @@ impl TestApi {
         body["data"]["events"].as_array().expect("events").clone()
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .http
+            .get(format!("{}/metrics", self.base()))
+            .send()
+            .await
+            .expect("metrics");
+        resp.text().await.expect("metrics text")
+    }
+
     pub async fn alive(&self) -> Value {
         let (status, body) = self.get("/alive").await;
         assert_eq!(status, StatusCode::OK, "{body}");

@@ -7,12 +7,12 @@ use ferry_shared::answer::Placed;
 use ferry_shared::booking::{BookingRequest, parse_booking};
 use ferry_shared::envelope::{ErrorCode, Failure, Success};
 use ferry_shared::job::{JobKind, JobView, Payload};
-use ferry_shared::validate::CreateError;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::jobs::conflict;
-use super::{check_kind, json_body, ok};
+use super::jobs::{conflict, status_by_key};
+use super::openapi::IntakeFailures;
+use super::{ok, read_intake};
 use crate::error::ApiError;
 use crate::metrics::Intake;
 use crate::state::AppState;
@@ -37,9 +37,7 @@ pub const DESTINATION_UNMAPPED: &str = "DESTINATION_UNMAPPED";
         (status = 200, description = "Already placed: this bookId is known with the same times and patron (`data.new` is `false`).", body = Success<Placed>),
         (status = 400, description = "`VALIDATION_FAILED`: fields missing or wrong (`error.fields` names them). `MALFORMED_JSON`: not JSON, or not an object. `KIND_NOT_TAKEN`: this tenant's target takes no bookings. `BAD_BODY`: the body could not be read.", body = Failure),
         (status = 409, description = "`BOOKID_CONFLICT`: the bookId is known with other times or another patron; `error.fields` names what differs.", body = Failure),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`: the body is over 64 KiB.", body = Failure),
-        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body must be `application/json`.", body = Failure),
-        (status = 503, description = "`QUEUE_FULL`: `max_queue` jobs are waiting. `SHUTTING_DOWN`: the api is stopping. `STORE_UNAVAILABLE`: the store failed. Retry after `Retry-After` seconds.", body = Failure),
+        IntakeFailures,
     ),
 )]
 pub(super) async fn create_booking(
@@ -48,24 +46,7 @@ pub(super) async fn create_booking(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     const KIND: JobKind = JobKind::Booking;
-    let refused = |e: ApiError| {
-        state.metrics.intake(KIND, Intake::Refused);
-        e
-    };
-    if state.stopping() {
-        return Err(refused(ApiError::ShuttingDown));
-    }
-    check_kind(&state, KIND).map_err(refused)?;
-    let body = json_body(&req, payload).await.map_err(refused)?;
-    let booking = parse_booking(&body).map_err(|e| {
-        refused(match e {
-            CreateError::Malformed(detail) => ApiError::BadRequest {
-                code: ErrorCode::MalformedJson,
-                detail,
-            },
-            CreateError::Fields(fields) => ApiError::Validation(fields),
-        })
-    })?;
+    let booking = read_intake(&state, KIND, &req, payload, parse_booking).await?;
     let book_id = booking.book_id.clone();
     let unmapped = state
         .settings
@@ -165,12 +146,5 @@ pub(super) async fn booking_status(
     state: web::Data<AppState>,
     params: web::Query<BookingStatusParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(book_id) = params.into_inner().book_id.filter(|b| !b.trim().is_empty()) else {
-        return Err(ApiError::field("bookId", "is required"));
-    };
-    let job = state
-        .store
-        .job_by_key(JobKind::Booking, book_id.trim())?
-        .ok_or_else(|| ApiError::job_not_found(format_args!("with bookId '{book_id}'")))?;
-    Ok(ok(StatusCode::OK, job.status.as_str(), state.view(&job)))
+    status_by_key(&state, JobKind::Booking, params.into_inner().book_id)
 }

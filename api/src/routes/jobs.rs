@@ -7,12 +7,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use ferry_shared::answer::{JobLog, LegacyError, LegacyStatus, Placed};
 use ferry_shared::envelope::{ErrorCode, Failure, Success};
 use ferry_shared::job::{EventView, JobId, JobKind, JobView, Payload, Status};
-use ferry_shared::validate::{CreateError, CreateRequest, ParsedOrder, parse_create};
+use ferry_shared::validate::{CreateRequest, ParsedOrder, parse_create};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::openapi::JobLookupFailures;
-use super::{check_kind, json_body, ok};
+use super::openapi::{IntakeFailures, JobLookupFailures};
+use super::{ok, read_intake};
 use crate::error::ApiError;
 use crate::metrics::Intake;
 use crate::state::AppState;
@@ -39,11 +39,9 @@ use crate::store::{CreateOutcome, RetryOutcome};
             ("RetryJob" = (operation_id = "retry", parameters(("id" = "$response.body#/data/id")))),
             ("GetOrderStatus" = (operation_id = "order_status", parameters(("uniqueid" = "$response.body#/data/uniqueid")))),
         )),
-        (status = 400, description = "`VALIDATION_FAILED`: fields missing or wrong, or another workshop's order (`error.fields` names them). `MALFORMED_JSON`: not JSON, or not an object. `BAD_BODY`: the body could not be read.", body = Failure),
+        (status = 400, description = "`VALIDATION_FAILED`: fields missing or wrong, or another workshop's order (`error.fields` names them). `MALFORMED_JSON`: not JSON, or not an object. `KIND_NOT_TAKEN`: this tenant's target takes no order lines. `BAD_BODY`: the body could not be read.", body = Failure),
         (status = 409, description = "`UNIQUEID_CONFLICT`: the uniqueid is known with a different order; `error.fields` names the fields that differ.", body = Failure),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`: the body is over 64 KiB.", body = Failure),
-        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body must be `application/json`.", body = Failure),
-        (status = 503, description = "`QUEUE_FULL`: `max_queue` jobs are waiting. `SHUTTING_DOWN`: the api is stopping. `STORE_UNAVAILABLE`: the store failed. Retry after `Retry-After` seconds.", body = Failure),
+        IntakeFailures,
     ),
 )]
 pub(super) async fn create(
@@ -52,25 +50,9 @@ pub(super) async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     const KIND: JobKind = JobKind::OrderLine;
-    let refused = |e: ApiError| {
-        state.metrics.intake(KIND, Intake::Refused);
-        e
-    };
-    if state.stopping() {
-        return Err(refused(ApiError::ShuttingDown));
-    }
-    check_kind(&state, KIND).map_err(refused)?;
-    let body = json_body(&req, payload).await.map_err(refused)?;
+    let workshop = &state.settings.workshop;
     let ParsedOrder { order, ignored } =
-        parse_create(&body, &state.settings.workshop).map_err(|e| {
-            refused(match e {
-                CreateError::Malformed(detail) => ApiError::BadRequest {
-                    code: ErrorCode::MalformedJson,
-                    detail,
-                },
-                CreateError::Fields(fields) => ApiError::Validation(fields),
-            })
-        })?;
+        read_intake(&state, KIND, &req, payload, |b| parse_create(b, workshop)).await?;
     let uniqueid = order.uniqueid.clone();
     let dealer = order.dealer.clone();
     let ignored = ignored_note(&ignored);
@@ -183,13 +165,24 @@ pub(super) async fn order_status(
     params: web::Query<StatusParams>,
 ) -> Result<HttpResponse, ApiError> {
     let p = params.into_inner();
-    let Some(uniqueid) = p.uniqueid.or(p.unique_id).filter(|u| !u.trim().is_empty()) else {
-        return Err(ApiError::field("uniqueid", "is required"));
+    status_by_key(&state, JobKind::OrderLine, p.uniqueid.or(p.unique_id))
+}
+
+/// A job by its upstream key (`uniqueid`, `bookId`), for the status routes; `message` is its
+/// status.
+pub(super) fn status_by_key(
+    state: &AppState,
+    kind: JobKind,
+    key: Option<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = kind.key_name();
+    let Some(key) = key.filter(|k| !k.trim().is_empty()) else {
+        return Err(ApiError::field(name, "is required"));
     };
     let job = state
         .store
-        .job_by_key(JobKind::OrderLine, uniqueid.trim())?
-        .ok_or_else(|| ApiError::job_not_found(format_args!("with uniqueid '{uniqueid}'")))?;
+        .job_by_key(kind, key.trim())?
+        .ok_or_else(|| ApiError::job_not_found(format_args!("with {name} '{key}'")))?;
     Ok(ok(StatusCode::OK, job.status.as_str(), state.view(&job)))
 }
 

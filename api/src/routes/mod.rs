@@ -228,6 +228,36 @@ pub(crate) async fn json_body(
         })
 }
 
+/// What both intake routes do before placing a job: refuse while stopping or for a kind the
+/// target does not take, read the JSON body and parse it, counting every refusal.
+pub(crate) async fn read_intake<T>(
+    state: &AppState,
+    kind: JobKind,
+    req: &HttpRequest,
+    payload: web::Payload,
+    parse: impl FnOnce(&[u8]) -> Result<T, ferry_shared::validate::CreateError>,
+) -> Result<T, ApiError> {
+    use ferry_shared::validate::CreateError;
+    let refused = |e: ApiError| {
+        state.metrics.intake(kind, crate::metrics::Intake::Refused);
+        e
+    };
+    if state.stopping() {
+        return Err(refused(ApiError::ShuttingDown));
+    }
+    check_kind(state, kind).map_err(refused)?;
+    let body = json_body(req, payload).await.map_err(refused)?;
+    parse(&body).map_err(|e| {
+        refused(match e {
+            CreateError::Malformed(detail) => ApiError::BadRequest {
+                code: ErrorCode::MalformedJson,
+                detail,
+            },
+            CreateError::Fields(fields) => ApiError::Validation(fields),
+        })
+    })
+}
+
 /// Refuses a job of a kind this tenant's target does not take (a tenant with no target yet takes
 /// any: its jobs wait for one).
 pub(crate) fn check_kind(state: &AppState, kind: JobKind) -> Result<(), ApiError> {

@@ -205,6 +205,30 @@ impl IntoResponses for JobLookupFailures {
     }
 }
 
+/// What both intake routes answer besides their own 2xx, 400 and 409.
+pub(super) struct IntakeFailures;
+
+impl IntoResponses for IntakeFailures {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+        [
+            ("413", "`PAYLOAD_TOO_LARGE`: the body is over 64 KiB."),
+            (
+                "415",
+                "`UNSUPPORTED_MEDIA_TYPE`: the body must be `application/json`.",
+            ),
+            (
+                "503",
+                "`QUEUE_FULL`: `max_queue` jobs are waiting. `SHUTTING_DOWN`: the api is \
+                 stopping. `STORE_UNAVAILABLE`: the store failed. Retry after `Retry-After` \
+                 seconds.",
+            ),
+        ]
+        .into_iter()
+        .map(|(status, about)| (status.to_string(), failure(about).into()))
+        .collect()
+    }
+}
+
 /// What any route taking a JSON body through `web::Json` can answer besides its own.
 pub(super) struct JsonBodyFailures;
 
