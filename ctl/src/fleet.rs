@@ -51,6 +51,9 @@ pub struct Tenant {
     pub api_key: Option<String>,
     #[serde(default)]
     pub target: Option<toml::Table>,
+    /// A library's `[source]` (LibCal), passed through like the target.
+    #[serde(default)]
+    pub source: Option<toml::Table>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -233,6 +236,9 @@ async fn start(
     );
     if let Some(target) = &t.target {
         config.insert("target".into(), target.clone().into());
+    }
+    if let Some(source) = &t.source {
+        config.insert("source".into(), source.clone().into());
     }
     let config_path = fleet.run_dir.join(format!("{slug}.toml"));
     write_private(&config_path, &config.to_string())?;
@@ -449,6 +455,25 @@ mod tests {
         assert_eq!(
             chrono_ms("2026-11-23T18:05:06.745Z"),
             Some(1_795_457_106_745)
+        );
+    }
+
+    #[test]
+    fn the_example_tenants_file_parses_with_its_library_tenant() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tenants.example.toml");
+        let fleet = Fleet::load(&path).unwrap();
+        let library = fleet
+            .tenants
+            .iter()
+            .find(|t| t.name == "Gelman Library")
+            .unwrap();
+        assert_eq!(
+            library.source.as_ref().unwrap()["kind"].as_str(),
+            Some("libcal")
+        );
+        assert_eq!(
+            library.target.as_ref().unwrap()["kind"].as_str(),
+            Some("passagepoint")
         );
     }
 
