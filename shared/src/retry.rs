@@ -3,8 +3,10 @@
 
 use crate::config::RetryConfig;
 
-/// A target's `Retry-After` is honoured up to this long; beyond it the answer is taken as a mistake.
-pub const MAX_RETRY_AFTER_MS: u64 = 3_600_000;
+/// A target's `Retry-After` is honoured up to this long (25 hours); beyond it the answer is taken
+/// as a mistake. A day and a little: a daily budget (Alma's) comes back at the next midnight,
+/// wherever that is, and a job must wait for it in one step, not spend an attempt every hour.
+pub const MAX_RETRY_AFTER_MS: u64 = 25 * 3_600_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -85,6 +87,11 @@ mod tests {
         assert_eq!(
             decide(&cfg(), 1, 0, 0.0, Some(u64::MAX)),
             Decision::RetryIn(MAX_RETRY_AFTER_MS)
+        );
+        // Until a daily budget comes back, in one step.
+        assert_eq!(
+            decide(&cfg(), 1, 0, 0.0, Some(23 * 3_600_000)),
+            Decision::RetryIn(23 * 3_600_000)
         );
     }
 
