@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::Secret;
+use crate::target::{from_env, http_base_url, inline_or_env};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,14 +125,6 @@ impl std::fmt::Debug for Alma {
     }
 }
 
-fn http_url(url: &str, key: &str) -> Result<String, String> {
-    if url.starts_with("http://") || url.starts_with("https://") {
-        Ok(url.trim_end_matches('/').to_string())
-    } else {
-        Err(format!("{key} must start with http:// or https://"))
-    }
-}
-
 impl PassagePointConfig {
     /// The destination name of a LibCal location, if it has one.
     pub fn destination(&self, lid: u64) -> Option<&str> {
@@ -140,13 +133,7 @@ impl PassagePointConfig {
 
     /// Checks the config and resolves `*_env` secrets from `env`; errors name the key.
     pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<PassagePoint, String> {
-        let password = match (&self.password, &self.password_env) {
-            (Some(p), _) => p.expose().clone(),
-            (None, Some(v)) => {
-                env(v).ok_or_else(|| format!("target.password_env names {v}, which is not set"))?
-            }
-            (None, None) => return Err("target needs password or password_env".into()),
-        };
+        let password = inline_or_env(&self.password, &self.password_env, "target.password", &env)?;
         if self.destinations.is_empty() {
             return Err("target.destinations must map at least one LibCal location".into());
         }
@@ -162,9 +149,7 @@ impl PassagePointConfig {
             .map(|k| k.expose().clone())
             .collect();
         for var in &self.alma.api_keys_env {
-            api_keys.push(env(var).ok_or_else(|| {
-                format!("target.alma.api_keys_env names {var}, which is not set")
-            })?);
+            api_keys.push(from_env(var, "target.alma.api_keys_env", &env)?);
         }
         if api_keys.is_empty() {
             return Err("target.alma needs api_keys or api_keys_env".into());
@@ -173,7 +158,7 @@ impl PassagePointConfig {
             return Err("target.alma.per_second and target.timeout_ms must be positive".into());
         }
         Ok(PassagePoint {
-            base_url: http_url(&self.base_url, "target.base_url")?,
+            base_url: http_base_url(&self.base_url, "target.base_url")?,
             username: self.username.clone(),
             password,
             destinations: self.destinations.clone(),
@@ -186,7 +171,7 @@ impl PassagePointConfig {
             keep_days: self.keep_days,
             timeout_ms: self.timeout_ms,
             alma: Alma {
-                base_url: http_url(&self.alma.base_url, "target.alma.base_url")?,
+                base_url: http_base_url(&self.alma.base_url, "target.alma.base_url")?,
                 api_keys,
                 per_second: self.alma.per_second,
                 cache_hours: self.alma.cache_hours,

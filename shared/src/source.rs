@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::Secret;
+use crate::target::{http_base_url, inline_or_env};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -112,17 +113,13 @@ impl SourceConfig {
     /// Checks the config and resolves `*_env` secrets from `env`; errors name the key.
     pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Source, String> {
         let SourceConfig::Libcal(c) = self;
-        if !(c.base_url.starts_with("http://") || c.base_url.starts_with("https://")) {
-            return Err("source.base_url must start with http:// or https://".into());
-        }
-        let client_secret = match (&c.client_secret, &c.client_secret_env) {
-            (Some(s), _) => s.expose().clone(),
-            (None, Some(v)) => env(v)
-                .ok_or_else(|| format!("source.client_secret_env names {v}, which is not set"))?,
-            (None, None) => {
-                return Err("source needs client_secret or client_secret_env".into());
-            }
-        };
+        let base_url = http_base_url(&c.base_url, "source.base_url")?;
+        let client_secret = inline_or_env(
+            &c.client_secret,
+            &c.client_secret_env,
+            "source.client_secret",
+            &env,
+        )?;
         if c.locations.is_empty() {
             return Err("source.locations must name at least one LibCal location".into());
         }
@@ -136,7 +133,7 @@ impl SourceConfig {
                 .map_err(|e| format!("source.primary_id_pattern is not a pattern: {e}"))?;
         }
         Ok(Source::Libcal(Libcal {
-            base_url: c.base_url.trim_end_matches('/').to_string(),
+            base_url,
             client_id: c.client_id.clone(),
             client_secret,
             locations: c.locations.clone(),

@@ -180,6 +180,39 @@ pub struct WorkerConfig {
     pub source: Option<crate::source::Source>,
 }
 
+/// A secret given inline (`key`) or by the name of an environment variable (`key_env`), as every
+/// target and source setting takes it; `key` is the setting's full name, for errors.
+pub(crate) fn inline_or_env(
+    inline: &Option<Secret<String>>,
+    var: &Option<String>,
+    key: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    match (inline, var) {
+        (Some(s), _) => Ok(s.expose().clone()),
+        (None, Some(v)) => from_env(v, &format!("{key}_env"), env),
+        (None, None) => Err(format!("{key} or {key}_env is required")),
+    }
+}
+
+/// The value of the variable `var` that the setting `key` names.
+pub(crate) fn from_env(
+    var: &str,
+    key: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    env(var).ok_or_else(|| format!("{key} names {var}, which is not set"))
+}
+
+/// A base URL (`key` names the setting): http or https, without a trailing slash.
+pub(crate) fn http_base_url(url: &str, key: &str) -> Result<String, String> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(url.trim_end_matches('/').to_string())
+    } else {
+        Err(format!("{key} must start with http:// or https://"))
+    }
+}
+
 impl TargetConfig {
     /// Checks the config and resolves `*_env` secrets from `env`; errors name the key.
     pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Target, String> {
@@ -187,9 +220,7 @@ impl TargetConfig {
             TargetConfig::ErpRest(c) => c,
             TargetConfig::Passagepoint(p) => return p.resolve(env).map(Target::Passagepoint),
         };
-        if !(c.base_url.starts_with("http://") || c.base_url.starts_with("https://")) {
-            return Err("target.base_url must start with http:// or https://".into());
-        }
+        let base_url = http_base_url(&c.base_url, "target.base_url")?;
         if !["GET", "POST", "PUT", "PATCH"].contains(&c.method.to_ascii_uppercase().as_str()) {
             return Err("target.method must be GET, POST, PUT or PATCH".into());
         }
@@ -199,15 +230,6 @@ impl TargetConfig {
         if c.timeout_ms == 0 || c.connect_timeout_ms == 0 {
             return Err("target.timeout_ms and target.connect_timeout_ms must be positive".into());
         }
-        let secret = |inline: &Option<Secret<String>>, var: &Option<String>, key: &str| match (
-            inline, var,
-        ) {
-            (Some(s), _) => Ok(s.expose().clone()),
-            (None, Some(v)) => {
-                env(v).ok_or_else(|| format!("target.auth.{key}_env names {v}, which is not set"))
-            }
-            (None, None) => Err(format!("target.auth needs {key} or {key}_env")),
-        };
         let auth = match &c.auth {
             AuthConfig::None => Auth::None,
             AuthConfig::Job => Auth::Job,
@@ -217,14 +239,14 @@ impl TargetConfig {
                 password_env,
             } => Auth::Basic {
                 username: username.clone(),
-                password: secret(password, password_env, "password")?,
+                password: inline_or_env(password, password_env, "target.auth.password", &env)?,
             },
             AuthConfig::Bearer { token, token_env } => Auth::Bearer {
-                token: secret(token, token_env, "token")?,
+                token: inline_or_env(token, token_env, "target.auth.token", &env)?,
             },
         };
         Ok(Target::ErpRest(ErpRest {
-            base_url: c.base_url.trim_end_matches('/').to_string(),
+            base_url,
             method: c.method.to_ascii_uppercase(),
             path: c.path.clone(),
             body: c.body.clone(),
