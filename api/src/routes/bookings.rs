@@ -10,13 +10,12 @@ use ferry_shared::job::{JobKind, JobView, Payload};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::jobs::{conflict, status_by_key};
+use super::jobs::status_by_key;
 use super::openapi::IntakeFailures;
-use super::{ok, read_intake};
+use super::{IntakeWords, answer_intake, read_intake};
 use crate::error::ApiError;
-use crate::metrics::Intake;
 use crate::state::AppState;
-use crate::store::{CreateOutcome, Refusal};
+use crate::store::Refusal;
 
 pub const BOOKING_MISSING_PRIMARY_ID: &str = "BOOKING_MISSING_PRIMARY_ID";
 pub const DESTINATION_UNMAPPED: &str = "DESTINATION_UNMAPPED";
@@ -70,52 +69,22 @@ pub(super) async fn create_booking(
     } else {
         None
     };
-    match state
+    let outcome = state
         .store
         .create(Payload::Booking(booking), cannot)
-        .await?
-    {
-        CreateOutcome::New(job) => {
-            state.metrics.intake(KIND, Intake::Created);
-            let message = match &job.reason_code {
-                Some(code) => format!("booking kept, in error: {code}"),
-                None => "booking placed".to_string(),
-            };
-            tracing::debug!(job_id = %job.id, %book_id, "{message}");
-            let placed = Placed {
-                new: true,
-                job: state.view(&job),
-            };
-            Ok(ok(StatusCode::CREATED, message, placed))
-        }
-        CreateOutcome::Duplicate(job) => {
-            state.metrics.intake(KIND, Intake::Duplicate);
-            let placed = Placed {
-                new: false,
-                job: state.view(&job),
-            };
-            Ok(ok(
-                StatusCode::OK,
-                "already placed: this bookId is known with the same times and patron",
-                placed,
-            ))
-        }
-        CreateOutcome::Conflict(job, differing) => {
-            state.metrics.intake(KIND, Intake::Conflict);
-            Err(conflict(
-                ErrorCode::BookidConflict,
-                format!(
-                    "bookId '{book_id}' is already job {} with a different",
-                    job.id
-                ),
-                &differing,
-            ))
-        }
-        CreateOutcome::QueueFull => {
-            state.metrics.intake(KIND, Intake::Refused);
-            Err(ApiError::QueueFull)
-        }
-    }
+        .await?;
+    let words = IntakeWords {
+        new_status: StatusCode::CREATED,
+        new_message: |job| match &job.reason_code {
+            Some(code) => format!("booking kept, in error: {code}"),
+            None => "booking placed".into(),
+        },
+        repeat_message: "already placed: this bookId is known with the same times and patron"
+            .into(),
+        note: String::new(),
+        conflict: ErrorCode::BookidConflict,
+    };
+    answer_intake(&state, KIND, &book_id, outcome, words)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

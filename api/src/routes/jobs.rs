@@ -12,12 +12,11 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::openapi::{IntakeFailures, JobLookupFailures};
-use super::{ok, read_intake};
+use super::{IntakeWords, answer_intake, ok, read_intake};
 use crate::error::ApiError;
-use crate::metrics::Intake;
 use crate::state::AppState;
+use crate::store::RetryOutcome;
 use crate::store::record::Job;
-use crate::store::{CreateOutcome, RetryOutcome};
 
 /// Places a job.
 ///
@@ -54,67 +53,16 @@ pub(super) async fn create(
     let ParsedOrder { order, ignored } =
         read_intake(&state, KIND, &req, payload, |b| parse_create(b, workshop)).await?;
     let uniqueid = order.uniqueid.clone();
-    let dealer = order.dealer.clone();
-    let ignored = ignored_note(&ignored);
-    match state.store.create(Payload::OrderLine(order), None).await? {
-        CreateOutcome::New(job) => {
-            state.metrics.intake(KIND, Intake::Created);
-            tracing::debug!(job_id = %job.id, %uniqueid, ?dealer, "job placed");
-            let placed = Placed {
-                new: true,
-                job: state.view(&job),
-            };
-            Ok(ok(StatusCode::OK, format!("job placed{ignored}"), placed))
-        }
-        CreateOutcome::Duplicate(job) => {
-            state.metrics.intake(KIND, Intake::Duplicate);
-            let placed = Placed {
-                new: false,
-                job: state.view(&job),
-            };
-            Ok(ok(
-                StatusCode::OK,
-                format!("already placed: this uniqueid is known with the same order{ignored}"),
-                placed,
-            ))
-        }
-        CreateOutcome::Conflict(job, differing) => {
-            state.metrics.intake(KIND, Intake::Conflict);
-            Err(conflict(
-                ErrorCode::UniqueidConflict,
-                format!(
-                    "uniqueid '{uniqueid}' is already used by job {} with a different",
-                    job.id
-                ),
-                &differing,
-            ))
-        }
-        CreateOutcome::QueueFull => {
-            state.metrics.intake(KIND, Intake::Refused);
-            tracing::warn!(
-                max_queue = state.settings.max_queue,
-                "intake refused: queue full"
-            );
-            Err(ApiError::QueueFull)
-        }
-    }
-}
-
-/// A 409 for a key known with a different payload, naming the fields that differ.
-pub(super) fn conflict(code: ErrorCode, detail: String, differing: &[&'static str]) -> ApiError {
-    ApiError::Conflict {
-        code,
-        detail: format!("{detail} {}", differing.join(", ")),
-        fields: differing
-            .iter()
-            .map(|f| {
-                (
-                    f.to_string(),
-                    "differs from the one placed first".to_string(),
-                )
-            })
-            .collect(),
-    }
+    let outcome = state.store.create(Payload::OrderLine(order), None).await?;
+    let words = IntakeWords {
+        // 200, not 201: the documented contract, which the deployed client checks exactly.
+        new_status: StatusCode::OK,
+        new_message: |_| "job placed".into(),
+        repeat_message: "already placed: this uniqueid is known with the same order".into(),
+        note: ignored_note(&ignored),
+        conflict: ErrorCode::UniqueidConflict,
+    };
+    answer_intake(&state, KIND, &uniqueid, outcome, words)
 }
 
 /// " (fields ignored: a, b)" for the answer's message: the first few names, shortened.

@@ -258,6 +258,79 @@ pub(crate) async fn read_intake<T>(
     })
 }
 
+/// How an intake route words its answers: the status and message of a new job (from the job,
+/// which may already be in `error`), and the message of a repeat.
+pub(crate) struct IntakeWords {
+    pub new_status: StatusCode,
+    pub new_message: fn(&crate::store::record::Job) -> String,
+    pub repeat_message: String,
+    /// Appended to either message (the fields an order had that nothing reads, say).
+    pub note: String,
+    pub conflict: ErrorCode,
+}
+
+/// What both intake routes answer once the store has placed (or not) the job: `Placed` with
+/// `new` for a new job or a repeat, 409 naming the differing fields, 503 for a full queue;
+/// each counted in the intake metrics of `kind`.
+pub(crate) fn answer_intake(
+    state: &AppState,
+    kind: JobKind,
+    key: &str,
+    outcome: crate::store::CreateOutcome,
+    words: IntakeWords,
+) -> Result<HttpResponse, ApiError> {
+    use crate::metrics::Intake;
+    use crate::store::CreateOutcome;
+    use ferry_shared::answer::Placed;
+    let placed = |job, new| Placed {
+        new,
+        job: state.view(job),
+    };
+    match outcome {
+        CreateOutcome::New(job) => {
+            state.metrics.intake(kind, Intake::Created);
+            let message = format!("{}{}", (words.new_message)(&job), words.note);
+            tracing::debug!(job_id = %job.id, kind = kind.as_str(), %key, "{message}");
+            Ok(ok(words.new_status, message, placed(&job, true)))
+        }
+        CreateOutcome::Duplicate(job) => {
+            state.metrics.intake(kind, Intake::Duplicate);
+            let message = format!("{}{}", words.repeat_message, words.note);
+            Ok(ok(StatusCode::OK, message, placed(&job, false)))
+        }
+        CreateOutcome::Conflict(job, differing) => {
+            state.metrics.intake(kind, Intake::Conflict);
+            Err(ApiError::Conflict {
+                code: words.conflict,
+                detail: format!(
+                    "{} '{key}' is already used by job {} with a different {}",
+                    kind.key_name(),
+                    job.id,
+                    differing.join(", ")
+                ),
+                fields: differing
+                    .iter()
+                    .map(|f| {
+                        (
+                            f.to_string(),
+                            "differs from the one placed first".to_string(),
+                        )
+                    })
+                    .collect(),
+            })
+        }
+        CreateOutcome::QueueFull => {
+            state.metrics.intake(kind, Intake::Refused);
+            tracing::warn!(
+                max_queue = state.settings.max_queue,
+                kind = kind.as_str(),
+                "intake refused: queue full"
+            );
+            Err(ApiError::QueueFull)
+        }
+    }
+}
+
 /// Refuses a job of a kind this tenant's target does not take (a tenant with no target yet takes
 /// any: its jobs wait for one).
 pub(crate) fn check_kind(state: &AppState, kind: JobKind) -> Result<(), ApiError> {
