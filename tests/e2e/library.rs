@@ -63,6 +63,27 @@ impl Library {
         body["data"].clone()
     }
 
+    /// Waits until PassagePoint has received `call` (and, a fault delaying it, is holding it).
+    async fn call_started(&self, call: &str) {
+        self.call_count(call, "started").await
+    }
+
+    /// Waits until PassagePoint has answered `call` (a delayed one has taken effect, or not).
+    async fn call_answered(&self, call: &str) {
+        self.call_count(call, "answered").await
+    }
+
+    async fn call_count(&self, call: &str, which: &str) {
+        eventually(
+            &format!("{call} {which}"),
+            Duration::from_secs(20),
+            || async {
+                (self.sim.state().await["calls"][call][which].as_u64() >= Some(1)).then_some(())
+            },
+        )
+        .await
+    }
+
     /// Waits until the booking is `status`; answers the job.
     async fn settled(&self, book_id: &str, status: &str) -> Value {
         eventually(
@@ -213,11 +234,7 @@ async fn a_worker_killed_while_creating_the_visitor_leaves_no_duplicate() {
         .pp_fault(json!({"call": "createVisitor", "count": 1, "delay_ms": 1500}))
         .await;
     lib.book(&booking("cs_kill1", "G00000008", 8827)).await;
-    eventually("the visitor request", Duration::from_secs(10), || async {
-        (lib.sim.state().await["logins"] == 1).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await; // into the delayed createVisitor
+    lib.call_started("createVisitor").await;
     first.kill9();
     let _second = TestWorker::start(&lib.api.base(), &[], &[]);
     let job = lib.settled("cs_kill1", "created").await;
@@ -237,17 +254,13 @@ async fn a_worker_killed_while_pre_registering_never_makes_a_second_one() {
         .pp_fault(json!({"call": "createPreReg", "count": 1, "delay_ms": 1500}))
         .await;
     lib.book(&booking("cs_kill2", "G00000009", 8827)).await;
-    eventually("the visitor", Duration::from_secs(10), || async {
-        (lib.sim.state().await["visitors"].as_array()?.len() == 1).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // into the delayed createPreReg
+    lib.call_started("createPreReg").await;
     first.kill9();
     let _second = TestWorker::start(&lib.api.base(), &[], &[]);
     // PassagePoint made it after the worker died; nobody can know from here: a person checks.
     let job = lib.settled("cs_kill2", "error").await;
     assert_eq!(job["reason_code"], "PREREG_UNCERTAIN", "{job}");
-    tokio::time::sleep(Duration::from_millis(1_500)).await; // the delayed call lands
+    lib.call_answered("createPreReg").await; // the delayed call lands
     assert_eq!(
         lib.sim.state().await["preregs"].as_array().unwrap().len(),
         1,
@@ -269,7 +282,7 @@ async fn an_unanswered_pre_registration_waits_for_a_person_whose_retry_makes_it_
     let job = lib.settled("cs_silent", "error").await;
     assert_eq!(job["reason_code"], "PREREG_UNCERTAIN", "{job}");
     assert_eq!(job["attempts"], 1);
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    lib.call_answered("createPreReg").await;
     assert_eq!(
         lib.sim.state().await["preregs"],
         json!([]),

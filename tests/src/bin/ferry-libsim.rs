@@ -30,7 +30,9 @@
 //!   `{"call": "createPreReg", "count": 1, "status": 503, "delay_ms": 2000}` (a delayed call still
 //!   takes effect, as a real server's would).
 //!
-//! Inspection: `GET /_sim/state` (visitors, pre-registrations, Alma calls per key, logins).
+//! Inspection: `GET /_sim/state` (visitors, pre-registrations, Alma calls per key, logins, and per
+//! PassagePoint call how many were started and answered, so a test can act while one is delayed
+//! and know when it has landed).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -104,6 +106,8 @@ struct State {
     visitors: Vec<Value>,
     preregs: Vec<Value>,
     faults: Vec<PpFault>,
+    /// Per PassagePoint call: [started, answered].
+    calls: HashMap<String, [u64; 2]>,
     libcal_bookings: Vec<Value>,
     libcal_tokens: Vec<String>,
     libcal_tokens_issued: u64,
@@ -280,7 +284,53 @@ fn unauthorized() -> HttpResponse {
     HttpResponse::Unauthorized().json(json!({"error": "token expired"}))
 }
 
+/// Counts a PassagePoint call as started, runs it, counts it as answered.
+async fn counted(
+    sim: &Sim,
+    call: &str,
+    answer: impl std::future::Future<Output = HttpResponse>,
+) -> HttpResponse {
+    let bump = |i: usize| {
+        sim.state
+            .lock()
+            .expect("lock")
+            .calls
+            .entry(call.into())
+            .or_default()[i] += 1;
+    };
+    bump(0);
+    let resp = answer.await;
+    bump(1);
+    resp
+}
+
 async fn create_visitor(
+    sim: web::Data<Sim>,
+    req: HttpRequest,
+    q: web::Query<HashMap<String, String>>,
+) -> HttpResponse {
+    counted(
+        &sim,
+        "createVisitor",
+        create_visitor_call(sim.clone(), req, q),
+    )
+    .await
+}
+
+async fn create_prereg(
+    sim: web::Data<Sim>,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> HttpResponse {
+    counted(
+        &sim,
+        "createPreReg",
+        create_prereg_call(sim.clone(), req, body),
+    )
+    .await
+}
+
+async fn create_visitor_call(
     sim: web::Data<Sim>,
     req: HttpRequest,
     q: web::Query<HashMap<String, String>>,
@@ -332,7 +382,7 @@ async fn by_unique_id(
     HttpResponse::Ok().json(found)
 }
 
-async fn create_prereg(
+async fn create_prereg_call(
     sim: web::Data<Sim>,
     req: HttpRequest,
     body: web::Json<Value>,
@@ -487,6 +537,8 @@ async fn inspect(sim: web::Data<Sim>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "visitors": st.visitors, "preregs": st.preregs, "alma_calls": calls,
         "alma_calls_total": st.alma_calls.values().sum::<u64>(), "logins": st.logins,
+        "calls": st.calls.iter().map(|(k, [s, a])| (k.clone(), json!({"started": s, "answered": a})))
+            .collect::<serde_json::Map<String, Value>>(),
         "libcal_requests": st.libcal_requests, "libcal_tokens_issued": st.libcal_tokens_issued,
     }))
 }
