@@ -26,3 +26,28 @@ rss_kb() {
 need() {
   command -v "$1" >/dev/null || { echo "$0 needs $1: $2" >&2; exit 1; }
 }
+
+# Waits up to $1 tenths of a second for the given pids to exit.
+wait_gone() {
+  local tenths=$1; shift
+  for _ in $(seq "$tenths"); do
+    local alive=0
+    for p in "$@"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# Stops a demo: PUT /kill to the api on port $1 (its worker finishes and exits, the api flushes
+# and exits), then the simulator $2, which nothing else stops; $3... are the api's and worker's
+# pids. Whatever does not exit in time is killed.
+stop_demo() {
+  local port=$1 sim=$2; shift 2
+  echo
+  echo "stopping: PUT /kill (the worker finishes what it holds, the api flushes, both exit)"
+  curl -fsS -XPUT "http://127.0.0.1:$port/kill" >/dev/null 2>&1 || true
+  wait_gone 200 "$@" || kill "$@" 2>/dev/null || true
+  kill "$sim" 2>/dev/null || true
+  wait_gone 50 "$sim" || kill -9 "$sim" 2>/dev/null || true
+}
