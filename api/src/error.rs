@@ -70,6 +70,7 @@ impl ApiError {
             ApiError::QueueFull => ErrorCode::QueueFull,
             ApiError::ShuttingDown => ErrorCode::ShuttingDown,
             ApiError::Store(StoreError::Failed | StoreError::Closed) => ErrorCode::StoreUnavailable,
+            ApiError::Store(StoreError::DiskFull | StoreError::NoSpace(_)) => ErrorCode::DiskFull,
             ApiError::Store(_) => ErrorCode::Internal,
         }
     }
@@ -86,9 +87,12 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::QueueFull | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Store(StoreError::Failed | StoreError::Closed) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Store(
+                StoreError::Failed
+                | StoreError::Closed
+                | StoreError::DiskFull
+                | StoreError::NoSpace(_),
+            ) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +108,12 @@ impl ResponseError for ApiError {
                 fields.clone(),
             ),
             ApiError::Conflict { detail, fields, .. } => (detail.clone(), fields.clone()),
+            ApiError::Store(StoreError::DiskFull | StoreError::NoSpace(_)) => (
+                "the disk is full: nothing was stored; try again after Retry-After seconds (the \
+                 api resumes by itself when space comes back)"
+                    .to_string(),
+                BTreeMap::new(),
+            ),
             ApiError::Store(e) => {
                 tracing::error!(error = ?e, "request failed in the store");
                 (

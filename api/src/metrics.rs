@@ -55,6 +55,12 @@ pub struct Snapshot {
     pub gauges: Vec<(String, f64)>,
     /// The source's last report, for a tenant that has a source.
     pub source: Option<ferry_shared::source::SourceStatus>,
+    pub store_health: crate::store::Health,
+    /// Commands the store refused, by the health that refused them.
+    pub store_refusals: [(crate::store::Health, u64); 2],
+    pub disk_free_bytes: Option<u64>,
+    /// Free space is under `disk_warn_mb`.
+    pub disk_low: bool,
 }
 
 impl Metrics {
@@ -183,6 +189,43 @@ impl Metrics {
         for (name, kind, help, value) in single {
             header(&mut out, name, kind, help);
             sample(&mut out, name, &tenant, value);
+        }
+        let store: [(&str, &str, &str, String); 2] = [
+            (
+                "ferry_store_refusing_writes",
+                "gauge",
+                "1 while the store refuses writes (the disk is full, or a failed write the api stops for).",
+                u8::from(snap.store_health != crate::store::Health::Ok).to_string(),
+            ),
+            (
+                "ferry_disk_low",
+                "gauge",
+                "1 while free space on the data dir's filesystem is under disk_warn_mb.",
+                u8::from(snap.disk_low).to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in store {
+            header(&mut out, name, kind, help);
+            sample(&mut out, name, &tenant, value);
+        }
+        if let Some(free) = snap.disk_free_bytes {
+            header(
+                &mut out,
+                "ferry_disk_free_bytes",
+                "gauge",
+                "Free space on the data dir's filesystem.",
+            );
+            sample(&mut out, "ferry_disk_free_bytes", &tenant, free);
+        }
+        header(
+            &mut out,
+            "ferry_store_refusals_total",
+            "counter",
+            "Store commands refused, by reason (DISK_FULL: intake while the disk is full; STORE_FAILED: everything after a write of unknown outcome).",
+        );
+        for (health, n) in snap.store_refusals {
+            let labels = format!("{tenant},reason=\"{}\"", health.code().unwrap_or(""));
+            sample(&mut out, "ferry_store_refusals_total", &labels, n);
         }
         if !snap.gauges.is_empty() {
             header(

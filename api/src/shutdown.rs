@@ -9,6 +9,10 @@
 //! connected worker has up to `kill_grace_ms` to report what it holds (so no job waits for a lease
 //! to expire), and the HTTP server stops, finishing requests in flight. `run_until_stopped` then
 //! closes the store with a final flush. A second signal skips the wait for the worker.
+//!
+//! A store that failed (a write of unknown outcome, see `store::writer`) stops the api at once,
+//! as a signal would but without waiting for the worker (the store can record nothing more), and
+//! the process exits non-zero so that its supervisor restarts it.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -100,6 +104,16 @@ async fn drain(state: &AppState) {
 /// Wires the causes to [`begin`] and its end to the server: signals, and the server's stop when
 /// the drain is over.
 pub fn spawn(state: web::Data<AppState>, server: ServerHandle) {
+    let st = state.clone();
+    actix_web::rt::spawn(async move {
+        tokio::select! {
+            _ = st.store.failed() => {}
+            _ = st.shutdown.server_stopping() => return,
+        }
+        tracing::error!("the store failed: stopping now, so that a restart recovers it");
+        begin(&st, Stop::Api);
+        st.shutdown.server.cancel();
+    });
     let st = state.clone();
     actix_web::rt::spawn(async move {
         st.shutdown.server_stopping().await;

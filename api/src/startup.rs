@@ -5,7 +5,7 @@ use std::net::{IpAddr, TcpListener};
 use std::time::Duration;
 
 use crate::state::AppState;
-use crate::store::{Engine, Limits, PruneBefore, Store, StoreError, WriterHandle};
+use crate::store::{Engine, Health, Limits, PruneBefore, Store, StoreError, WriterHandle, disk};
 use crate::{auth, routes, shutdown, telemetry};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -15,6 +15,8 @@ use ferry_shared::target::WorkerConfig;
 
 /// How often expired leases are handed back.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// How often free space on the data dir's filesystem is looked at.
+const DISK_EVERY: Duration = Duration::from_secs(5);
 /// Finished jobs pruned per store command (a pass repeats until a chunk comes back short).
 const PRUNE_CHUNK: usize = 1_000;
 
@@ -34,6 +36,8 @@ pub enum StartupError {
     Bind(String, #[source] std::io::Error),
     #[error("the server failed")]
     Server(#[source] std::io::Error),
+    #[error("the store failed (a write of unknown outcome); restart the api to recover it")]
+    StoreFailed,
 }
 
 pub struct Application {
@@ -88,7 +92,8 @@ impl Application {
             retry: settings.retry,
             max_queue: settings.max_queue,
         };
-        let (store, writer) = Store::open(engine, &dir, limits)
+        let reserve_bytes = settings.disk_reserve_mb.saturating_mul(1 << 20);
+        let (store, writer) = Store::open(engine, &dir, limits, reserve_bytes)
             .map_err(|e| StartupError::Store(store_dir.display().to_string(), e))?;
         tracing::info!(engine = engine.name(), dir = %store_dir.display(), "store open");
 
@@ -143,12 +148,46 @@ impl Application {
             tracing::error!(error = ?e, "closing the store failed");
         }
         self.writer.join();
+        if self.state.store.health() == Health::Failed {
+            return Err(StartupError::StoreFailed);
+        }
         tracing::info!("ferry-api stopped; store flushed");
         served.map_err(StartupError::Server)
     }
 }
 
 fn spawn_maintenance(state: web::Data<AppState>) {
+    let st = state.clone();
+    actix_web::rt::spawn(async move {
+        let dir = st.settings.tenant_dir();
+        let mut tick = actix_web::rt::time::interval(DISK_EVERY);
+        let mut was_low = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = st.shutdown.server_stopping() => return,
+            }
+            let free = match disk::free_bytes(&dir) {
+                Ok(free) => free,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the free space of the data dir");
+                    continue;
+                }
+            };
+            st.disk_free
+                .store(free, std::sync::atomic::Ordering::Relaxed);
+            let low = st.disk_low().is_some();
+            if low && !was_low {
+                tracing::warn!(
+                    free_mib = free >> 20, warn_under_mib = st.settings.disk_warn_mb,
+                    dir = %dir.display(), "the disk is nearly full"
+                );
+            } else if was_low && !low {
+                tracing::info!(free_mib = free >> 20, "disk space is no longer low");
+            }
+            was_low = low;
+        }
+    });
     let st = state.clone();
     actix_web::rt::spawn(async move {
         let mut tick = actix_web::rt::time::interval(EXPIRE_EVERY);

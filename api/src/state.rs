@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub source: SourceState,
     /// When each worker was last heard from (lease, report or heartbeat).
     workers_seen: Mutex<HashMap<String, Instant>>,
+    /// Free bytes on the data dir's filesystem when last looked at (`u64::MAX`: unknown).
+    pub disk_free: AtomicU64,
 }
 
 impl AppState {
@@ -47,7 +50,14 @@ impl AppState {
             shutdown: Shutdown::default(),
             source: SourceState::default(),
             workers_seen: Mutex::new(HashMap::new()),
+            disk_free: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Free bytes on the data dir's filesystem, when under `disk_warn_mb`.
+    pub fn disk_low(&self) -> Option<u64> {
+        let free = self.disk_free.load(Ordering::Relaxed);
+        (free < self.settings.disk_warn_mb.saturating_mul(1 << 20)).then_some(free)
     }
 
     /// Intake is refused from now on.
@@ -104,6 +114,13 @@ impl AppState {
             .into_iter()
             .filter(|(_, v)| v["until_ms"].as_i64().is_none_or(|u| u > now))
             .filter_map(|(_, v)| v["note"].as_str().map(str::to_string))
+            .chain(self.disk_low().map(|free| {
+                format!(
+                    "the disk is nearly full: {} MiB free for the store (warning under {} MiB)",
+                    free >> 20,
+                    self.settings.disk_warn_mb
+                )
+            }))
             .collect()
     }
 

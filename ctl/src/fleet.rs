@@ -399,6 +399,14 @@ pub async fn status(fleet: &Fleet, key: Option<&str>) -> anyhow::Result<()> {
                 };
                 let api_state = match (a.stopping, a.store_ok) {
                     (true, _) => "stopping",
+                    // The store refuses intake until space comes back.
+                    (false, false)
+                        if a.store_problem
+                            .as_deref()
+                            .is_some_and(|p| p.starts_with("DISK_FULL")) =>
+                    {
+                        "disk-full"
+                    }
                     (false, false) => "store-failed",
                     (false, true) => "up",
                 };

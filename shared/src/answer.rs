@@ -17,8 +17,12 @@ pub struct Alive {
     pub uptime_s: u64,
     /// `PUT /kill` or a signal was received: intake is refused.
     pub stopping: bool,
-    /// `false` once the store has failed: the api answers 503 until restarted.
+    /// `false` while the store refuses writes; `/alive` then answers 503 with this same body.
     pub store_ok: bool,
+    /// Why the store refuses writes: `DISK_FULL: …` (intake resumes by itself when space comes
+    /// back) or `STORE_FAILED: …` (the api stops to be restarted).
+    #[serde(default)]
+    pub store_problem: Option<String>,
     pub worker: WorkerStatus,
     pub queue: Counts,
     /// Age of the oldest job waiting for delivery, or `null` when none waits.

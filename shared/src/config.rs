@@ -54,6 +54,10 @@ pub struct Settings {
     pub log_format: String,
     /// The storage engine: `sled` or `redb`.
     pub store: String,
+    /// Space kept free beside the store, released when the disk fills (MiB; 0: none).
+    pub disk_reserve_mb: u64,
+    /// Free space under which the api warns (log, `/alive`, `/metrics`), in MiB.
+    pub disk_warn_mb: u64,
     pub retry: RetryConfig,
     /// The delivery target; the worker reads it through the api (`GET /worker/config`).
     #[serde(default)]

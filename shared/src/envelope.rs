@@ -83,7 +83,8 @@ pub struct ErrorBody {
 /// | `INTERNAL` | 500 | an unexpected failure; the cause is in the api log |
 /// | `QUEUE_FULL` | 503 | `max_queue` jobs are waiting; retry after `Retry-After` seconds |
 /// | `SHUTTING_DOWN` | 503 | the api is stopping |
-/// | `STORE_UNAVAILABLE` | 503 | the store failed or is closed |
+/// | `STORE_UNAVAILABLE` | 503 | the store failed (the api stops to be restarted) or is closed |
+/// | `DISK_FULL` | 503 | the disk is full: nothing was stored; intake resumes by itself when space comes back |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
@@ -111,10 +112,11 @@ pub enum ErrorCode {
     QueueFull,
     ShuttingDown,
     StoreUnavailable,
+    DiskFull,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::ValidationFailed,
         ErrorCode::MalformedJson,
         ErrorCode::InvalidBody,
@@ -139,6 +141,7 @@ impl ErrorCode {
         ErrorCode::QueueFull,
         ErrorCode::ShuttingDown,
         ErrorCode::StoreUnavailable,
+        ErrorCode::DiskFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -167,6 +170,7 @@ impl ErrorCode {
             ErrorCode::QueueFull => "QUEUE_FULL",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::StoreUnavailable => "STORE_UNAVAILABLE",
+            ErrorCode::DiskFull => "DISK_FULL",
         }
     }
 }

@@ -7,6 +7,8 @@
 mod bookings;
 /// The worker delivers to the simulated ERP: retries, faults, kills, two workers.
 mod delivery;
+/// The disk fills under intake and delivery: honest refusals, probes told, back by itself.
+mod diskfull;
 /// Restarts and kill -9 under load: nothing acknowledged is lost.
 mod durability;
 /// ferryctl runs a fleet of tenants.

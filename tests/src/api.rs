@@ -20,6 +20,9 @@ pub struct ApiOptions {
     /// A directory copied into the tenant's directory before the first start (a store written
     /// by an earlier release, say).
     pub tenant_dir_from: Option<std::path::PathBuf>,
+    /// `--data-dir`, when not the test's own temporary directory (a small filesystem, say); the
+    /// process's output stays in the temporary directory.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiOptions {
@@ -30,6 +33,7 @@ impl Default for ApiOptions {
             api_key: None,
             legacy_form: false,
             tenant_dir_from: None,
+            data_dir: None,
         }
     }
 }
@@ -160,7 +164,8 @@ impl TestApi {
                 self.opts.workshop.clone(),
             ]
         };
-        args.extend(["--data-dir".into(), self.data.path().display().to_string()]);
+        let data_dir = self.opts.data_dir.as_deref().unwrap_or(self.data.path());
+        args.extend(["--data-dir".into(), data_dir.display().to_string()]);
         let out = self.data.path().join(format!("stdout-{}.log", self.starts));
         let mut proc = Proc::spawn("ferry-api", &args, &self.opts.env, &out);
         self.port = proc.wait_listening("ferry-api");

@@ -7,11 +7,21 @@ use ferry_shared::envelope::Success;
 use ferry_shared::job::Counts;
 
 use super::ok;
-use crate::error::ApiError;
 use crate::metrics::Snapshot;
 use crate::shutdown::{self, Stop};
 use crate::state::AppState;
-use crate::store::StoreError;
+use crate::store::Health;
+
+/// When the oldest waiting job was created; `None` when none waits, or when the store cannot be
+/// read just now (it is reopening after a full disk): the probes answer all the same.
+async fn oldest_waiting(state: &web::Data<AppState>) -> Option<i64> {
+    let st = state.clone();
+    web::block(move || st.store.oldest_waiting_ms())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+}
 
 pub fn counts(state: &AppState) -> Counts {
     Counts::from_indexed(state.store.counts())
@@ -25,24 +35,24 @@ pub fn counts(state: &AppState) -> Counts {
     path = "/alive",
     tag = "management",
     security(()),
-    responses((status = 200, description = "The api is up; `data` says how the pair is doing.", body = Success<Alive>)),
+    responses(
+        (status = 200, description = "The api is up; `data` says how the pair is doing.", body = Success<Alive>),
+        (status = 503, description = "The store refuses writes (`store_problem` says why: the disk is full, or a failed write the api stops for); the same body.", body = Success<Alive>),
+    ),
 )]
 pub(super) async fn alive(state: web::Data<AppState>) -> HttpResponse {
     let running = state.store.worker_running();
-    let st = state.clone();
-    let oldest = web::block(move || st.store.oldest_waiting_ms())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten();
+    let oldest = oldest_waiting(&state).await;
     let now = ferry_shared::now_ms();
+    let health = state.store.health();
     let data = Alive {
         tenant: state.settings.workshop.clone(),
         slug: state.settings.slug().as_str().to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_s: state.started.elapsed().as_secs(),
         stopping: state.stopping(),
-        store_ok: !state.store.failed(),
+        store_ok: health == Health::Ok,
+        store_problem: health.describe().map(String::from),
         worker: WorkerStatus {
             desired: Desired::from_running(running),
             running,
@@ -63,7 +73,12 @@ pub(super) async fn alive(state: web::Data<AppState>) -> HttpResponse {
                 .unwrap_or_default()
         }),
     };
-    ok(StatusCode::OK, "alive", data)
+    // A probe or a load balancer acts on the status; the body is the same.
+    let status = match health {
+        Health::Ok => StatusCode::OK,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ok(status, "alive", data)
 }
 
 /// Metrics for Prometheus.
@@ -82,11 +97,8 @@ pub(super) async fn alive(state: web::Data<AppState>) -> HttpResponse {
         content_type = "text/plain; version=0.0.4; charset=utf-8",
     )),
 )]
-pub(super) async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let oldest = web::block(move || st.store.oldest_waiting_ms())
-        .await
-        .map_err(|_| ApiError::Store(StoreError::Closed))??;
+pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let oldest = oldest_waiting(&state).await;
     let snapshot = Snapshot {
         tenant: state.settings.slug().as_str().to_string(),
         counts: state.store.counts(),
@@ -110,10 +122,15 @@ pub(super) async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, 
             .source
             .as_ref()
             .and_then(|_| state.source.status.lock().ok()?.clone()),
+        store_health: state.store.health(),
+        store_refusals: Health::REFUSALS.map(|h| (h, state.store.refused(h))),
+        disk_free_bytes: Some(state.disk_free.load(std::sync::atomic::Ordering::Relaxed))
+            .filter(|b| *b != u64::MAX),
+        disk_low: state.disk_low().is_some(),
     };
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(&snapshot)))
+        .body(state.metrics.render(&snapshot))
 }
 
 /// Stops the pair gracefully.

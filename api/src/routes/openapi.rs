@@ -176,7 +176,9 @@ impl Modify for CommonAnswers {
                 });
                 answers.entry("503".into()).or_insert_with(|| {
                     failure(
-                        "`STORE_UNAVAILABLE`: the store failed. Retry after `Retry-After` seconds.",
+                        "`DISK_FULL`: the disk is full and nothing was stored. \
+                         `STORE_UNAVAILABLE`: the store failed and the api is stopping to be \
+                         restarted. Retry after `Retry-After` seconds.",
                     )
                     .into()
                 });
@@ -219,8 +221,9 @@ impl IntoResponses for IntakeFailures {
             (
                 "503",
                 "`QUEUE_FULL`: `max_queue` jobs are waiting. `SHUTTING_DOWN`: the api is \
-                 stopping. `STORE_UNAVAILABLE`: the store failed. Retry after `Retry-After` \
-                 seconds.",
+                 stopping. `DISK_FULL`: the disk is full and nothing was stored (intake \
+                 resumes by itself when space comes back). `STORE_UNAVAILABLE`: the store \
+                 failed. Retry after `Retry-After` seconds.",
             ),
         ]
         .into_iter()
@@ -344,6 +347,13 @@ mod tests {
                     assert_eq!(
                         answer["content"]["application/json"]["schema"]["$ref"],
                         "#/components/schemas/LegacyError",
+                        "{method} {path} {status}"
+                    );
+                } else if path == "/alive" && status == "503" {
+                    // A probe acts on the status; the body is the same as the 200's.
+                    assert_eq!(
+                        answer["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/Success_Alive",
                         "{method} {path} {status}"
                     );
                 } else if !status.starts_with('2') {

@@ -4,6 +4,8 @@
 //! listing, and recovery after a restart.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use ferry_shared::config::RetryConfig;
@@ -12,7 +14,9 @@ use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome, ReportItem};
 
 use super::machine::{Answer, Command, Machine, NewJob};
 use super::read::{Cursor, ListQuery};
-use super::{CreateOutcome, Engine, Limits, PruneBefore, RetryOutcome, Store, WriterHandle};
+use super::{
+    CreateOutcome, Engine, Limits, PruneBefore, RetryOutcome, Store, StoreError, WriterHandle,
+};
 
 fn limits() -> Limits {
     Limits {
@@ -31,7 +35,7 @@ fn limits() -> Limits {
 /// as in a real restart, never meets this.
 fn open(engine: Engine, dir: &Path) -> (Store, WriterHandle) {
     for _ in 0..100 {
-        match Store::open(engine, dir, limits()) {
+        match Store::open(engine, dir, limits(), 0) {
             Err(e) if format!("{e:?}").contains("could not acquire lock") => {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -431,6 +435,7 @@ pub async fn a_full_queue_refuses_new_jobs(engine: Engine) {
             max_queue: 2,
             ..limits()
         },
+        0,
     )
     .unwrap();
     create(&store, "a").await;
@@ -717,6 +722,149 @@ pub async fn every_applied_group_survives_reopening(engine: Engine) {
     }
 }
 
+/// An engine that fails its next writes as armed: 1 with no space, 2 with an unknown outcome.
+struct Failing {
+    inner: Arc<dyn super::Kv>,
+    armed: Arc<AtomicU8>,
+}
+
+impl super::Kv for Failing {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn scan(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        visit: &mut super::Visitor<'_>,
+    ) -> Result<(), StoreError> {
+        self.inner.scan(from, to, visit)
+    }
+    fn apply(&self, batch: super::Batch) -> Result<(), StoreError> {
+        match self.armed.load(Ordering::Relaxed) {
+            1 => Err(StoreError::NoSpace(Box::new(
+                std::io::Error::from_raw_os_error(28),
+            ))),
+            2 => Err(StoreError::Engine(Box::new(
+                std::io::Error::from_raw_os_error(5),
+            ))),
+            _ => self.inner.apply(batch),
+        }
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+}
+
+/// A store whose engine fails as `armed` says, reopened like the real one (with retries while
+/// sled lets go of its lock), with a disk reserve of 1 MiB.
+fn failing(engine: Engine, dir: &Path) -> (Store, WriterHandle, Arc<AtomicU8>) {
+    let armed = Arc::new(AtomicU8::new(0));
+    let (dir2, armed2) = (engine.dir(dir), armed.clone());
+    let open: super::Opener = Box::new(move || {
+        let inner = engine.open(&dir2)?;
+        Ok(Arc::new(Failing {
+            inner,
+            armed: armed2.clone(),
+        }))
+    });
+    let (store, writer) =
+        Store::start(open, super::disk::Reserve::new(dir, 1 << 20), limits()).unwrap();
+    (store, writer, armed)
+}
+
+pub async fn a_full_disk_refuses_intake_and_resumes_when_space_comes_back(engine: Engine) {
+    use super::Health;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer, armed) = failing(engine, dir.path());
+    let kept = create(&store, "kept").await;
+    armed.store(1, Ordering::Relaxed);
+    let refused = store
+        .create(Payload::OrderLine(order("lost")), None)
+        .await
+        .err();
+    assert!(matches!(refused, Some(StoreError::DiskFull)), "{refused:?}");
+    assert_eq!(store.health(), Health::DiskFull);
+    assert!(
+        !dir.path().join(super::disk::Reserve::FILE_NAME).exists(),
+        "the reserve was released"
+    );
+    // Space comes back; until the writer has seen it, intake is refused while the worker's
+    // leases and reports go on, on the reopened engine.
+    armed.store(0, Ordering::Relaxed);
+    let mut leased = Vec::new();
+    for _ in 0..100 {
+        match store.lease("w".into(), 10, 60_000).await {
+            Ok((jobs, _)) => {
+                leased = jobs;
+                break;
+            }
+            Err(StoreError::DiskFull) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(leased.len(), 1, "the job acknowledged before is there");
+    assert_eq!(leased[0].job_id, kept);
+    assert_eq!(report(&store, &leased[0], created()).await, (true, None));
+    let during = store
+        .create(Payload::OrderLine(order("early")), None)
+        .await
+        .err();
+    assert!(matches!(during, Some(StoreError::DiskFull)), "{during:?}");
+    assert!(store.refused(Health::DiskFull) >= 1);
+    let started = std::time::Instant::now();
+    while store.health() != Health::Ok {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "intake never resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    create(&store, "after").await;
+    assert!(
+        dir.path().join(super::disk::Reserve::FILE_NAME).exists(),
+        "the reserve is back"
+    );
+    assert_eq!(status(&store, kept), Status::Created);
+    assert!(
+        store
+            .job_by_key(ferry_shared::job::JobKind::OrderLine, "lost")
+            .unwrap()
+            .is_none()
+    );
+    close(store, writer).await;
+}
+
+pub async fn a_write_of_unknown_outcome_fails_the_store_for_good(engine: Engine) {
+    use super::Health;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer, armed) = failing(engine, dir.path());
+    create(&store, "kept").await;
+    armed.store(2, Ordering::Relaxed);
+    let refused = store
+        .create(Payload::OrderLine(order("unknown")), None)
+        .await
+        .err();
+    assert!(matches!(refused, Some(StoreError::Failed)), "{refused:?}");
+    tokio::time::timeout(Duration::from_secs(1), store.failed())
+        .await
+        .expect("the api is told to stop");
+    assert_eq!(store.health(), Health::Failed);
+    // Even with the engine well again, nothing more is written by this process.
+    armed.store(0, Ordering::Relaxed);
+    let again = store
+        .create(Payload::OrderLine(order("later")), None)
+        .await
+        .err();
+    assert!(matches!(again, Some(StoreError::Failed)), "{again:?}");
+    assert!(matches!(
+        store.lease("w".into(), 1, 1000).await,
+        Err(StoreError::Failed)
+    ));
+    assert!(store.refused(Health::Failed) >= 2);
+    close(store, writer).await;
+}
+
 macro_rules! conformance {
     ($engine:ident, $($name:ident),* $(,)?) => {
         #[allow(non_snake_case)]
@@ -751,6 +899,8 @@ macro_rules! suite {
             every_applied_group_survives_reopening,
             a_bookid_never_meets_a_uniqueid_and_a_job_refused_at_intake_is_kept,
             connector_state_is_compare_and_swap_and_survives_restarts,
+            a_full_disk_refuses_intake_and_resumes_when_space_comes_back,
+            a_write_of_unknown_outcome_fails_the_store_for_good,
         );
     )*};
 }

@@ -137,6 +137,12 @@ impl Command {
         matches!(self, Command::Close(_))
     }
 
+    /// Whether the command takes in a new job (refused while the disk is full; everything else
+    /// is bounded by the jobs already taken in).
+    pub fn is_intake(&self) -> bool {
+        matches!(self, Command::Create(..))
+    }
+
     /// Answers `error` without running the command.
     pub fn refuse(self, error: StoreError) {
         fn no<T>(answer: Answer<T>, error: StoreError) {
@@ -164,7 +170,7 @@ pub struct Pending(Box<dyn FnOnce(Result<(), StoreError>) + Send>);
 impl Pending {
     fn new<T: Send + 'static>(answer: Answer<T>, result: Result<T, StoreError>) -> Self {
         if let Err(e) = &result
-            && !matches!(e, StoreError::Failed)
+            && !matches!(e, StoreError::Failed | StoreError::DiskFull)
         {
             tracing::error!(error = ?e, "store command failed");
         }
@@ -263,6 +269,20 @@ impl Machine {
 
     pub fn worker_running(&self) -> bool {
         self.worker_running
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Carries [`Command::StopLeasing`] over to a machine rebuilt after a reopen.
+    pub fn set_stopping(&mut self, stopping: bool) {
+        self.stopping = stopping;
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.kv.flush()
     }
 
     /// Whether something became leasable since the last call.

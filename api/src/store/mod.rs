@@ -6,12 +6,16 @@
 //! - [`machine`]: the job state machine (create, lease, report, expire, clear, retry, prune) written
 //!   once over `Kv`, so every engine behaves the same.
 //! - [`writer`]: the single writer thread. It drains waiting commands, applies each as one atomic
-//!   batch, flushes once for the whole group, and only then answers (group commit).
+//!   batch, flushes once for the whole group, and only then answers (group commit). It also
+//!   decides what a failed write means: no space (refuse intake, reopen, resume by itself) or an
+//!   unknown outcome (refuse everything; the api exits to be restarted).
+//! - [`disk`]: free space, and the reserve released when the disk fills.
 //! - [`Store`]: the cloneable handle routes use: async commands through the writer, reads straight
 //!   from the engine on the caller's thread.
 
 #[cfg(test)]
 mod conformance;
+pub mod disk;
 pub mod keys;
 pub mod machine;
 pub mod read;
@@ -22,8 +26,8 @@ pub mod writer;
 
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use ferry_shared::config::RetryConfig;
 use ferry_shared::job::{JobId, JobKind, LeaseId, Payload, Status};
@@ -40,9 +44,15 @@ pub enum StoreError {
     Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("a stored record cannot be decoded")]
     Decode(#[source] serde_json::Error),
+    /// An engine's write found no space (ENOSPC, EDQUOT): it did not happen. The writer alone
+    /// meets this; it answers [`StoreError::DiskFull`].
+    #[error("the disk is full")]
+    NoSpace(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the store is closed")]
     Closed,
-    #[error("the store stopped accepting writes after a failed flush; restart the api")]
+    #[error("the disk is full: the store refuses this write until space comes back")]
+    DiskFull,
+    #[error("a write of the store failed with an unknown outcome; the api stops to be restarted")]
     Failed,
     #[error("store = \"{chosen}\" but this tenant's data is in {found} ({dir}); choose {found}")]
     OtherEngine {
@@ -132,15 +142,101 @@ pub trait Kv: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
 }
 
+/// Whether the store takes writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    /// A write found no space: intake is refused until space comes back (by itself).
+    DiskFull,
+    /// A write's outcome is unknown: everything is refused and the api stops.
+    Failed,
+}
+
+impl Health {
+    pub const REFUSALS: [Health; 2] = [Health::DiskFull, Health::Failed];
+
+    /// The reason code (`/alive`, metrics); `None` when healthy.
+    pub fn code(self) -> Option<&'static str> {
+        match self {
+            Health::Ok => None,
+            Health::DiskFull => Some("DISK_FULL"),
+            Health::Failed => Some("STORE_FAILED"),
+        }
+    }
+
+    pub fn describe(self) -> Option<&'static str> {
+        match self {
+            Health::Ok => None,
+            Health::DiskFull => Some(
+                "DISK_FULL: the disk is full; intake is refused and resumes by itself when space \
+                 comes back",
+            ),
+            Health::Failed => Some(
+                "STORE_FAILED: a write's outcome is unknown; the api stops so that a restart \
+                 recovers the store",
+            ),
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// What the writer publishes for readers on other threads.
 #[derive(Debug, Default)]
 pub struct Published {
     counts: [AtomicU64; 5],
     worker_running: AtomicBool,
-    failed: AtomicBool,
+    /// A [`Health`] as its index.
+    health: AtomicU8,
+    /// Commands refused, by the [`Health`] that refused them (index 1 and 2).
+    refused: [AtomicU64; 3],
     /// Woken after a flush that made work ready (long-polling leases wait on it).
     pub work: tokio::sync::Notify,
+    /// Notified once when the store fails (see [`Health::Failed`]).
+    failed: tokio::sync::Notify,
 }
+
+impl Published {
+    fn set_health(&self, health: Health) {
+        self.health.store(health as u8, Ordering::Relaxed);
+        if health == Health::Failed {
+            self.failed.notify_one();
+        }
+    }
+
+    fn refused(&self, by: Health) {
+        self.refused[by.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The engine readers use. The writer swaps it when it reopens the engine after a full disk; in
+/// between, reads answer [`StoreError::DiskFull`].
+pub struct KvSlot(RwLock<Arc<dyn Kv>>);
+
+impl KvSlot {
+    fn new(kv: Arc<dyn Kv>) -> Self {
+        Self(RwLock::new(kv))
+    }
+
+    fn get(&self) -> Arc<dyn Kv> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn replace(&self, kv: Arc<dyn Kv>) -> Arc<dyn Kv> {
+        std::mem::replace(
+            &mut *self.0.write().unwrap_or_else(PoisonError::into_inner),
+            kv,
+        )
+    }
+}
+
+/// Opens the engine again (after a full disk).
+pub type Opener = Box<dyn Fn() -> Result<Arc<dyn Kv>, StoreError> + Send>;
 
 /// Tunables of the state machine, taken from the tenant's settings.
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +249,7 @@ pub struct Limits {
 #[derive(Clone)]
 pub struct Store {
     tx: std::sync::mpsc::Sender<Command>,
-    kv: Arc<dyn Kv>,
+    kv: Arc<KvSlot>,
     published: Arc<Published>,
 }
 
@@ -186,13 +282,15 @@ pub enum RetryOutcome {
 }
 
 impl Store {
-    /// Opens (or creates) the tenant's store with `engine` under `tenant_dir` and starts its
-    /// writer. Refuses to create an empty store beside the other engine's data: switching engines
-    /// must never look like an empty queue.
+    /// Opens (or creates) the tenant's store with `engine` under `tenant_dir`, with a disk
+    /// reserve of `reserve_bytes` beside it, and starts its writer. Refuses to create an empty
+    /// store beside the other engine's data: switching engines must never look like an empty
+    /// queue.
     pub fn open(
         engine: Engine,
         tenant_dir: &Path,
         limits: Limits,
+        reserve_bytes: u64,
     ) -> Result<(Store, WriterHandle), StoreError> {
         let (mine, other) = (engine.dir(tenant_dir), engine.other().dir(tenant_dir));
         if !mine.exists() && other.exists() {
@@ -202,14 +300,40 @@ impl Store {
                 dir: other.display().to_string(),
             });
         }
-        Self::start(engine.open(&mine)?, limits)
+        let open: Opener = Box::new(move || engine.open(&mine));
+        Self::start(open, disk::Reserve::new(tenant_dir, reserve_bytes), limits)
     }
 
-    pub fn start(kv: Arc<dyn Kv>, limits: Limits) -> Result<(Store, WriterHandle), StoreError> {
+    /// Starts the store over the engine `open` opens (again after a full disk).
+    pub fn start(
+        open: Opener,
+        reserve: disk::Reserve,
+        limits: Limits,
+    ) -> Result<(Store, WriterHandle), StoreError> {
         let published = Arc::new(Published::default());
+        let kv = open()?;
+        if let Err(e) = reserve.ensure() {
+            // Not fatal: the store starts refusing intake, as after a full disk.
+            tracing::warn!(error = %e, path = %reserve.dir().display(), "cannot allocate the disk reserve");
+            published.set_health(Health::DiskFull);
+        }
         let machine = machine::Machine::recover(kv.clone(), limits)?;
-        let (tx, handle) = writer::spawn(machine, kv.clone(), published.clone())?;
-        Ok((Store { tx, kv, published }, WriterHandle(handle)))
+        let slot = Arc::new(KvSlot::new(kv));
+        let reopen = writer::Reopen {
+            open,
+            reserve,
+            limits,
+            slot: slot.clone(),
+        };
+        let (tx, handle) = writer::spawn(machine, reopen, published.clone())?;
+        Ok((
+            Store {
+                tx,
+                kv: slot,
+                published,
+            },
+            WriterHandle(handle),
+        ))
     }
 
     /// Sends the command `make` builds around its answer channel, and waits for the answer.
@@ -328,12 +452,12 @@ impl Store {
 
     /// Every connector state value whose key starts with `prefix`.
     pub fn states(&self, prefix: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
-        read::states(&*self.kv, prefix)
+        read::states(&*self.kv.get(), prefix)
     }
 
     /// A connector state value and its version; `(Null, 0)` when absent.
     pub fn state(&self, key: &str) -> Result<(serde_json::Value, u64), StoreError> {
-        read::state(&*self.kv, key)
+        read::state(&*self.kv.get(), key)
     }
 
     /// Leases nothing from now on; when this returns, every lease granted before is counted.
@@ -350,21 +474,21 @@ impl Store {
     }
 
     pub fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        read::job(&*self.kv, id)
+        read::job(&*self.kv.get(), id)
     }
 
     pub fn job_by_key(&self, kind: JobKind, key: &str) -> Result<Option<Job>, StoreError> {
-        read::job_by_key(&*self.kv, kind, key)
+        read::job_by_key(&*self.kv.get(), kind, key)
     }
 
     /// When the oldest job waiting to be leased was created (among the first
     /// [`read::OLDEST_SCAN`] due), if any waits.
     pub fn oldest_waiting_ms(&self) -> Result<Option<i64>, StoreError> {
-        read::oldest_waiting_ms(&*self.kv)
+        read::oldest_waiting_ms(&*self.kv.get())
     }
 
     pub fn list(&self, query: &read::ListQuery) -> Result<read::Page, StoreError> {
-        read::list(&*self.kv, query)
+        read::list(&*self.kv.get(), query)
     }
 
     /// Jobs per status, in `Status::ALL` order, as of the last flush.
@@ -380,8 +504,22 @@ impl Store {
         self.published.worker_running.load(Ordering::Relaxed)
     }
 
-    pub fn failed(&self) -> bool {
-        self.published.failed.load(Ordering::Relaxed)
+    pub fn health(&self) -> Health {
+        match self.published.health.load(Ordering::Relaxed) {
+            0 => Health::Ok,
+            1 => Health::DiskFull,
+            _ => Health::Failed,
+        }
+    }
+
+    /// Commands refused because the store was in `by` (disk full, failed).
+    pub fn refused(&self, by: Health) -> u64 {
+        self.published.refused[by.index()].load(Ordering::Relaxed)
+    }
+
+    /// Completes when the store has failed (a write of unknown outcome).
+    pub async fn failed(&self) {
+        self.published.failed.notified().await
     }
 
     pub fn work_notify(&self) -> &tokio::sync::Notify {

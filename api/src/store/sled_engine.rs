@@ -18,6 +18,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::disk::is_no_space;
 use super::{Batch, Kv, StoreError, Visitor};
 
 /// sled's page cache; it does not bound memory (rust-stack.md §1.5), but a small one keeps an
@@ -33,8 +34,14 @@ pub struct SledKv {
     redo_held: AtomicBool,
 }
 
+/// sled reports its I/O failures as they happened; one that found no space is told apart (see
+/// `writer`). sled cannot say whether it came from a write or from its `fsync`: on the local
+/// filesystems Ferry runs on, no space is found when blocks are allocated, at the write.
 fn engine(e: sled::Error) -> StoreError {
-    StoreError::Engine(Box::new(e))
+    match e {
+        sled::Error::Io(io) if is_no_space(&io) => StoreError::NoSpace(Box::new(io)),
+        e => StoreError::Engine(Box::new(e)),
+    }
 }
 
 impl SledKv {

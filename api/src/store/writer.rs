@@ -2,27 +2,55 @@
 //! waiting (up to [`MAX_GROUP`]), run each through the state machine, apply the group's writes as
 //! one atomic batch, flush once, then answer all of them. Nothing is acknowledged before the
 //! flush that makes it durable.
+//!
+//! A group whose write fails is answered with the failure, and what the writer does next depends
+//! on what failed:
+//! - **No space** (the engine's write found none; nothing of the group happened): the engine is
+//!   reopened and the machine rebuilt from what is on disk (both engines refuse every call after
+//!   an I/O error), using the room of the released [`Reserve`]. Until space comes back, intake is
+//!   refused with [`StoreError::DiskFull`] while the worker's leases and reports, which the
+//!   reserve has room for, go on. Every [`RECHECK`] the writer looks for space and resumes.
+//! - **Anything else** (a failed `fsync` above all): what was written may or may not be on disk,
+//!   and after a failed `fsync` the kernel may have dropped the dirty pages, so carrying on could
+//!   acknowledge writes that are lost. Every later command is refused with [`StoreError::Failed`]
+//!   and the api is told to stop; its supervisor restarts it and opening the store recovers the
+//!   last commit, as PostgreSQL does after an `fsync` failure.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
+use super::disk::Reserve;
 use super::machine::{Command, Machine, Pending};
-use super::{Kv, Published, StoreError};
+use super::{Health, Kv, KvSlot, Limits, Opener, Published, StoreError};
 
 /// Commands per group: bounds the latency one flush adds to the first command of a group.
 const MAX_GROUP: usize = 1024;
+/// How often a writer refusing intake for want of space looks for space again.
+const RECHECK: Duration = Duration::from_secs(1);
+/// How often a reopen of the engine is tried while it fails.
+const REOPEN_EVERY: Duration = Duration::from_millis(200);
+/// How long a reopen waits for readers to let go of the old engine.
+const READERS_GRACE: Duration = Duration::from_secs(5);
+
+/// What the writer needs to reopen the engine after a full disk.
+pub struct Reopen {
+    pub open: Opener,
+    pub reserve: Reserve,
+    pub limits: Limits,
+    pub slot: Arc<KvSlot>,
+}
 
 pub fn spawn(
     machine: Machine,
-    kv: Arc<dyn Kv>,
+    reopen: Reopen,
     published: Arc<Published>,
 ) -> Result<(mpsc::Sender<Command>, std::thread::JoinHandle<()>), StoreError> {
     publish(&machine, &published);
     let (tx, rx) = mpsc::channel();
     let handle = std::thread::Builder::new()
         .name("ferry-store-writer".into())
-        .spawn(move || run(machine, kv, rx, published))
+        .spawn(move || run(machine, reopen, rx, published))
         .map_err(|e| StoreError::Engine(Box::new(e)))?;
     Ok((tx, handle))
 }
@@ -37,24 +65,65 @@ fn publish(machine: &Machine, published: &Published) {
 }
 
 /// Applies the group's writes as one batch and flushes, when there were any.
-fn write_and_flush(machine: &mut Machine, kv: &dyn Kv) -> Result<(), StoreError> {
+fn write_and_flush(machine: &mut Machine) -> Result<(), StoreError> {
     if machine.write_group()? {
-        kv.flush()?;
+        machine.flush()?;
     }
     Ok(())
 }
 
+fn health(published: &Published) -> Health {
+    match published.health.load(Ordering::Relaxed) {
+        0 => Health::Ok,
+        1 => Health::DiskFull,
+        _ => Health::Failed,
+    }
+}
+
+/// Refuses `cmd` for the store's present `health`, counting the refusal. A close is answered
+/// as closed: there is nothing left to flush.
+fn refuse(cmd: Command, health: Health, published: &Published) {
+    if cmd.is_close() {
+        return cmd.refuse(StoreError::Closed);
+    }
+    published.refused(health);
+    cmd.refuse(match health {
+        Health::DiskFull => StoreError::DiskFull,
+        _ => StoreError::Failed,
+    });
+}
+
 fn run(
     mut machine: Machine,
-    kv: Arc<dyn Kv>,
+    reopen: Reopen,
     rx: mpsc::Receiver<Command>,
     published: Arc<Published>,
 ) {
-    let mut failed = false;
     let mut group: Vec<Command> = Vec::with_capacity(MAX_GROUP);
     let mut closing = false;
+    let mut recheck = Instant::now() + RECHECK;
     while !closing {
-        let Ok(first) = rx.recv() else { break };
+        let first = match health(&published) {
+            Health::DiskFull => {
+                match rx.recv_timeout(recheck.saturating_duration_since(Instant::now())) {
+                    Ok(cmd) => Some(cmd),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            _ => match rx.recv() {
+                Ok(cmd) => Some(cmd),
+                Err(_) => break,
+            },
+        };
+        if health(&published) == Health::DiskFull && Instant::now() >= recheck {
+            recheck = Instant::now() + RECHECK;
+            if reopen.reserve.space_is_back() {
+                tracing::info!("disk space is back: intake resumes");
+                published.set_health(Health::Ok);
+            }
+        }
+        let Some(first) = first else { continue };
         group.push(first);
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -63,35 +132,134 @@ fn run(
             }
         }
         let now = ferry_shared::now_ms();
+        let state = health(&published);
         let mut answers: Vec<Pending> = Vec::with_capacity(group.len());
         for cmd in group.drain(..) {
             closing |= cmd.is_close();
-            if failed {
-                cmd.refuse(StoreError::Failed);
-            } else {
-                answers.push(machine.apply(cmd, now));
+            match state {
+                Health::Failed => refuse(cmd, state, &published),
+                Health::DiskFull if cmd.is_intake() => refuse(cmd, state, &published),
+                _ => answers.push(machine.apply(cmd, now)),
             }
         }
         let woke = machine.take_woke();
-        let mut flushed = Ok(());
-        if !failed && let Err(e) = write_and_flush(&mut machine, &*kv) {
-            // What was applied may or may not be on disk: refuse everything from now on rather
-            // than acknowledge writes whose durability is unknown.
-            tracing::error!(error = ?e, "store write or flush failed; the store now refuses writes");
-            failed = true;
-            published.failed.store(true, Ordering::Relaxed);
-            flushed = Err(());
-        }
-        publish(&machine, &published);
-        if woke {
-            published.work.notify_waiters();
-        }
-        for answer in answers {
-            answer.send(flushed.map_err(|()| StoreError::Failed));
+        let written = if state == Health::Failed {
+            Ok(())
+        } else {
+            write_and_flush(&mut machine)
+        };
+        match written {
+            Ok(()) => {
+                publish(&machine, &published);
+                if woke {
+                    published.work.notify_waiters();
+                }
+                for answer in answers {
+                    answer.send(Ok(()));
+                }
+            }
+            Err(StoreError::NoSpace(e)) => {
+                tracing::error!(error = %e, "disk full: a store write found no space; refusing intake until space comes back");
+                for answer in answers {
+                    answer.send(Err(StoreError::DiskFull));
+                }
+                published.set_health(Health::DiskFull);
+                reopen.reserve.release();
+                recheck = Instant::now() + RECHECK;
+                machine = match reopen.reopen(machine, &rx, &published) {
+                    Some(m) => m,
+                    None => {
+                        published.work.notify_waiters();
+                        return;
+                    }
+                };
+                publish(&machine, &published);
+                published.work.notify_waiters();
+            }
+            Err(e) => {
+                tracing::error!(error = ?e, "a store write failed with an unknown outcome; refusing everything and stopping the api");
+                for answer in answers {
+                    answer.send(Err(StoreError::Failed));
+                }
+                published.set_health(Health::Failed);
+            }
         }
     }
-    if let Err(e) = kv.flush() {
+    if health(&published) != Health::Failed
+        && let Err(e) = machine.flush()
+    {
         tracing::error!(error = ?e, "final store flush failed");
     }
     published.work.notify_waiters();
+}
+
+impl Reopen {
+    /// Closes the engine `machine` wrote to, opens it again and rebuilds the machine from what
+    /// is on disk, refusing what arrives meanwhile. `None` when the store was closed meanwhile.
+    fn reopen(
+        &self,
+        machine: Machine,
+        rx: &mpsc::Receiver<Command>,
+        published: &Published,
+    ) -> Option<Machine> {
+        let stopping = machine.stopping();
+        let old = self.slot.replace(Arc::new(Unavailable));
+        drop(machine);
+        // Readers hold the engine only for one read; both engines lock their files until the
+        // last handle is gone.
+        let deadline = Instant::now() + READERS_GRACE;
+        while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(old);
+        let mut warned = false;
+        loop {
+            match (self.open)().and_then(|kv| Ok((Machine::recover(kv.clone(), self.limits)?, kv)))
+            {
+                Ok((mut machine, kv)) => {
+                    machine.set_stopping(stopping);
+                    self.slot.replace(kv);
+                    tracing::info!(
+                        "store reopened after a full disk; reads and the worker's reports go on, intake waits for space"
+                    );
+                    return Some(machine);
+                }
+                Err(e) if !warned => {
+                    warned = true;
+                    tracing::warn!(error = ?e, "cannot reopen the store yet; trying again until there is space");
+                }
+                Err(_) => {}
+            }
+            let until = Instant::now() + REOPEN_EVERY;
+            loop {
+                match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                    Ok(cmd) if cmd.is_close() => {
+                        refuse(cmd, Health::DiskFull, published);
+                        return None;
+                    }
+                    Ok(cmd) => refuse(cmd, Health::DiskFull, published),
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                }
+            }
+        }
+    }
+}
+
+/// The engine readers see while the store reopens.
+struct Unavailable;
+
+impl Kv for Unavailable {
+    fn get(&self, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Err(StoreError::DiskFull)
+    }
+    fn scan(&self, _: &[u8], _: &[u8], _: &mut super::Visitor<'_>) -> Result<(), StoreError> {
+        Err(StoreError::DiskFull)
+    }
+    fn apply(&self, _: super::Batch) -> Result<(), StoreError> {
+        Err(StoreError::DiskFull)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        Err(StoreError::DiskFull)
+    }
 }
