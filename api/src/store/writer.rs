@@ -160,11 +160,12 @@ fn run(
             }
             Err(StoreError::NoSpace(e)) => {
                 tracing::error!(error = %e, "disk full: a store write found no space; refusing intake until space comes back");
+                // The state first: whoever hears the refusal and looks finds it.
+                published.set_health(Health::DiskFull);
+                reopen.reserve.release();
                 for answer in answers {
                     answer.send(Err(StoreError::DiskFull));
                 }
-                published.set_health(Health::DiskFull);
-                reopen.reserve.release();
                 recheck = Instant::now() + RECHECK;
                 machine = match reopen.reopen(machine, &rx, &published) {
                     Some(m) => m,
@@ -178,10 +179,10 @@ fn run(
             }
             Err(e) => {
                 tracing::error!(error = ?e, "a store write failed with an unknown outcome; refusing everything and stopping the api");
+                published.set_health(Health::Failed);
                 for answer in answers {
                     answer.send(Err(StoreError::Failed));
                 }
-                published.set_health(Health::Failed);
             }
         }
     }
