@@ -10,6 +10,9 @@
 //! - `PUT /_sim/worksheets/{ws}/missing` makes a worksheet answer 404.
 //! - `GET /_sim/lines[?worksheet=]` lists the lines with a count of duplicated references.
 //! - `--basic user:pass` requires basic auth.
+//! - A web ERP under `/web`, for the `erp_browser` connector: see `web_erp.rs`.
+
+mod web_erp;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
@@ -66,6 +69,7 @@ struct Erp {
     faults: VecDeque<Fault>,
     requests: u64,
     replays: u64,
+    web: web_erp::Web,
 }
 
 struct Sim {
@@ -275,6 +279,7 @@ async fn main() -> std::io::Result<()> {
             .route("/_sim/worksheets/{ws}/missing", web::put().to(missing))
             .route("/_sim/lines", web::get().to(lines))
             .route("/_sim/count", web::get().to(count))
+            .configure(web_erp::routes)
     })
     .workers(cli.workers)
     .bind(("127.0.0.1", cli.port))?;
