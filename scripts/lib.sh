@@ -51,3 +51,21 @@ stop_demo() {
   kill "$sim" 2>/dev/null || true
   wait_gone 50 "$sim" || kill -9 "$sim" 2>/dev/null || true
 }
+
+# Installs Debian's packages $@ (apt-get, as root or through sudo) unless `command -v $1` finds
+# the first one's command already; $1 is that command's name.
+apt_install() {
+  local cmd=$1; shift
+  command -v "$cmd" >/dev/null && return 0
+  echo "installing $* (apt-get)..."
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq "$@" >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq "$@" >/dev/null; }
+}
+
+# Chromium and chromedriver, for the erp_browser connector, its tests, demo and benchmark.
+need_chromium() {
+  apt_install chromium chromium chromium-driver
+  apt_install chromedriver chromium chromium-driver
+}

@@ -242,6 +242,10 @@ fn spawn_maintenance(state: web::Data<AppState>) {
             }
             if total > 0 {
                 tracing::info!(count = total, "pruned finished jobs past retention");
+                let st = state.clone();
+                if let Ok(n @ 1..) = web::block(move || routes::prune_artifacts(&st)).await {
+                    tracing::info!(jobs = n, "removed the artifacts of pruned jobs");
+                }
             }
             // Connector state that says when it is no longer needed (id maps past keep_days).
             match state.store.prune_state(now, PRUNE_CHUNK).await {

@@ -70,8 +70,22 @@ impl Fleet {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let fleet: Fleet = toml::from_str(&text)
+        let mut fleet: Fleet = toml::from_str(&text)
             .with_context(|| format!("{} is not a tenants file", path.display()))?;
+        // A browser tenant's recipe is named relative to the tenants file; the config ferryctl
+        // writes for it lives elsewhere.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let base = std::path::absolute(dir.unwrap_or(Path::new(".")))?;
+        for t in &mut fleet.tenants {
+            if let Some(toml::Value::String(recipe)) = t
+                .target
+                .as_mut()
+                .and_then(|target| target.get_mut("recipe"))
+                && Path::new(recipe.as_str()).is_relative()
+            {
+                *recipe = base.join(&*recipe).display().to_string();
+            }
+        }
         let mut ports = std::collections::HashSet::new();
         for t in &fleet.tenants {
             anyhow::ensure!(
@@ -467,7 +481,7 @@ mod tests {
     }
 
     #[test]
-    fn the_example_tenants_file_parses_with_its_library_tenant() {
+    fn the_example_tenants_file_parses_with_its_library_and_browser_tenants() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tenants.example.toml");
         let fleet = Fleet::load(&path).unwrap();
         let library = fleet
@@ -483,6 +497,15 @@ mod tests {
             library.target.as_ref().unwrap()["kind"].as_str(),
             Some("passagepoint")
         );
+        // A recipe named relative to the tenants file is found from anywhere.
+        let web = fleet
+            .tenants
+            .iter()
+            .find(|t| t.name == "Web Garage")
+            .unwrap();
+        let recipe = web.target.as_ref().unwrap()["recipe"].as_str().unwrap();
+        assert!(Path::new(recipe).is_absolute(), "{recipe}");
+        assert!(Path::new(recipe).exists(), "{recipe}");
     }
 
     #[test]

@@ -104,9 +104,12 @@ impl Settings {
             merge(&mut table, overlay);
         }
         apply_env(&mut table, env);
-        let settings: Settings = table
+        let mut settings: Settings = table
             .try_into()
             .map_err(|e| ConfigError::Shape(Box::new(e)))?;
+        if let (Some(target), Some(dir)) = (&mut settings.target, file.and_then(Path::parent)) {
+            target.relative_to(dir);
+        }
         Ok(settings)
     }
 

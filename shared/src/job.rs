@@ -338,6 +338,9 @@ pub struct EventView {
     pub excerpt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
+    /// A failed attempt's screenshot and page: `GET /jobs/{id}/artifacts/{name}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
 }
 
 /// A job as people and upstream systems see it: never a password. An order's fields are flat

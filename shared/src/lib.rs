@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod job;
 pub mod passagepoint;
 pub mod protocol;
+pub mod recipe;
 pub mod retry;
 pub mod secret;
 pub mod source;

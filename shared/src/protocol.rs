@@ -107,6 +107,24 @@ pub struct AttemptDetail {
     pub duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub excerpt: Option<String>,
+    /// What the connector saved of a failed attempt (a screenshot, the page), by name: served
+    /// at `GET /jobs/{id}/artifacts/{name}`. The first 8 valid names are kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
+}
+
+/// Artifacts kept per attempt at most.
+pub const MAX_ARTIFACTS: usize = 8;
+
+/// A name an artifact may have: a PNG or an HTML file, lower-case letters, digits, `-`, `_` and
+/// `.`, at most 100 characters, not starting with a dot.
+pub fn is_artifact_name(name: &str) -> bool {
+    name.len() <= 100
+        && !name.starts_with('.')
+        && (name.ends_with(".png") || name.ends_with(".html"))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

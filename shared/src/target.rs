@@ -15,6 +15,7 @@ use crate::passagepoint::{PassagePoint, PassagePointConfig};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TargetConfig {
     ErpRest(ErpRestConfig),
+    ErpBrowser(ErpBrowserConfig),
     Passagepoint(PassagePointConfig),
 }
 
@@ -22,6 +23,7 @@ impl TargetConfig {
     pub fn kind_name(&self) -> &'static str {
         match self {
             TargetConfig::ErpRest(_) => "erp_rest",
+            TargetConfig::ErpBrowser(_) => "erp_browser",
             TargetConfig::Passagepoint(_) => "passagepoint",
         }
     }
@@ -29,7 +31,7 @@ impl TargetConfig {
     /// The kinds of job this target takes; intake refuses the others.
     pub fn takes(&self) -> &'static [JobKind] {
         match self {
-            TargetConfig::ErpRest(_) => &[JobKind::OrderLine],
+            TargetConfig::ErpRest(_) | TargetConfig::ErpBrowser(_) => &[JobKind::OrderLine],
             TargetConfig::Passagepoint(_) => &[JobKind::Booking],
         }
     }
@@ -39,9 +41,59 @@ impl TargetConfig {
     pub fn maps_location(&self, lid: u64) -> Option<bool> {
         match self {
             TargetConfig::Passagepoint(p) => Some(p.destination(lid).is_some()),
-            TargetConfig::ErpRest(_) => None,
+            TargetConfig::ErpRest(_) | TargetConfig::ErpBrowser(_) => None,
         }
     }
+
+    /// Resolves a relative recipe path against the directory of the config file that named it.
+    pub fn relative_to(&mut self, dir: &std::path::Path) {
+        if let TargetConfig::ErpBrowser(c) = self
+            && c.recipe.is_relative()
+        {
+            c.recipe = dir.join(&c.recipe);
+        }
+    }
+}
+
+/// `kind = "erp_browser"`: an ERP with only a web UI, driven in headless Chromium by a recipe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErpBrowserConfig {
+    pub base_url: String,
+    /// The recipe file (relative to the config file's directory).
+    pub recipe: std::path::PathBuf,
+    /// How the connector logs in: `basic` (the tenant's username and password) or `job` (the
+    /// order's own).
+    pub auth: AuthConfig,
+    /// Browser sessions at most, each logged in once and reused.
+    #[serde(default = "default_sessions")]
+    pub concurrency: u32,
+    /// A browser without work for this long is closed (0: after every job, as the original did).
+    #[serde(default = "default_idle_secs")]
+    pub idle_secs: u64,
+    /// A page that has not loaded after this long fails the attempt with ERP_TIMEOUT (retried).
+    #[serde(default = "default_page_timeout_ms")]
+    pub page_timeout_ms: u64,
+    #[serde(default = "default_chromium")]
+    pub chromium: String,
+    #[serde(default = "default_chromedriver")]
+    pub chromedriver: String,
+}
+
+fn default_sessions() -> u32 {
+    1
+}
+fn default_idle_secs() -> u64 {
+    300
+}
+fn default_page_timeout_ms() -> u64 {
+    30_000
+}
+fn default_chromium() -> String {
+    "/usr/bin/chromium".into()
+}
+fn default_chromedriver() -> String {
+    "/usr/bin/chromedriver".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,7 +177,23 @@ fn default_timeout_ms() -> u64 {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Target {
     ErpRest(ErpRest),
+    ErpBrowser(ErpBrowser),
     Passagepoint(PassagePoint),
+}
+
+/// An `erp_browser` target as the worker receives it: the recipe parsed, secrets resolved.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErpBrowser {
+    pub base_url: String,
+    #[schema(value_type = Object)]
+    pub recipe: crate::recipe::Recipe,
+    /// `basic` or `job`.
+    pub auth: Auth,
+    pub concurrency: u32,
+    pub idle_secs: u64,
+    pub page_timeout_ms: u64,
+    pub chromium: String,
+    pub chromedriver: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -161,10 +229,23 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+impl std::fmt::Debug for ErpBrowser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ErpBrowser")
+            .field("base_url", &self.base_url)
+            .field("recipe", &self.recipe.name)
+            .field("auth", &self.auth)
+            .field("concurrency", &self.concurrency)
+            .field("idle_secs", &self.idle_secs)
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::ErpRest(t) => t.fmt(f),
+            Target::ErpBrowser(t) => t.fmt(f),
             Target::Passagepoint(t) => t.fmt(f),
         }
     }
@@ -218,6 +299,7 @@ impl TargetConfig {
     pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Target, String> {
         let c = match self {
             TargetConfig::ErpRest(c) => c,
+            TargetConfig::ErpBrowser(c) => return c.resolve(env).map(Target::ErpBrowser),
             TargetConfig::Passagepoint(p) => return p.resolve(env).map(Target::Passagepoint),
         };
         let base_url = http_base_url(&c.base_url, "target.base_url")?;
@@ -230,21 +312,7 @@ impl TargetConfig {
         if c.timeout_ms == 0 || c.connect_timeout_ms == 0 {
             return Err("target.timeout_ms and target.connect_timeout_ms must be positive".into());
         }
-        let auth = match &c.auth {
-            AuthConfig::None => Auth::None,
-            AuthConfig::Job => Auth::Job,
-            AuthConfig::Basic {
-                username,
-                password,
-                password_env,
-            } => Auth::Basic {
-                username: username.clone(),
-                password: inline_or_env(password, password_env, "target.auth.password", &env)?,
-            },
-            AuthConfig::Bearer { token, token_env } => Auth::Bearer {
-                token: inline_or_env(token, token_env, "target.auth.token", &env)?,
-            },
-        };
+        let auth = c.auth.resolve(&env)?;
         Ok(Target::ErpRest(ErpRest {
             base_url,
             method: c.method.to_ascii_uppercase(),
@@ -256,6 +324,59 @@ impl TargetConfig {
             connect_timeout_ms: c.connect_timeout_ms,
             timeout_ms: c.timeout_ms,
         }))
+    }
+}
+
+impl AuthConfig {
+    fn resolve(&self, env: &impl Fn(&str) -> Option<String>) -> Result<Auth, String> {
+        Ok(match self {
+            AuthConfig::None => Auth::None,
+            AuthConfig::Job => Auth::Job,
+            AuthConfig::Basic {
+                username,
+                password,
+                password_env,
+            } => Auth::Basic {
+                username: username.clone(),
+                password: inline_or_env(password, password_env, "target.auth.password", env)?,
+            },
+            AuthConfig::Bearer { token, token_env } => Auth::Bearer {
+                token: inline_or_env(token, token_env, "target.auth.token", env)?,
+            },
+        })
+    }
+}
+
+impl ErpBrowserConfig {
+    fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<ErpBrowser, String> {
+        let base_url = http_base_url(&self.base_url, "target.base_url")?;
+        let text = std::fs::read_to_string(&self.recipe)
+            .map_err(|e| format!("target.recipe: cannot read {}: {e}", self.recipe.display()))?;
+        let recipe = crate::recipe::Recipe::parse(&text)
+            .map_err(|e| format!("target.recipe {}: {e}", self.recipe.display()))?;
+        let auth = match self.auth.resolve(&env)? {
+            a @ (Auth::Basic { .. } | Auth::Job) => a,
+            _ => {
+                return Err(
+                    "target.auth of an erp_browser target must be basic (the tenant's \
+                            username and password) or job (the order's own)"
+                        .into(),
+                );
+            }
+        };
+        if self.concurrency == 0 || self.page_timeout_ms == 0 {
+            return Err("target.concurrency and target.page_timeout_ms must be positive".into());
+        }
+        Ok(ErpBrowser {
+            base_url,
+            recipe,
+            auth,
+            concurrency: self.concurrency,
+            idle_secs: self.idle_secs,
+            page_timeout_ms: self.page_timeout_ms,
+            chromium: self.chromium.clone(),
+            chromedriver: self.chromedriver.clone(),
+        })
     }
 }
 

@@ -5,6 +5,8 @@
 
 /// POST /bookings and GET /get_booking_status: booking jobs beside order lines.
 mod bookings;
+/// The erp_browser connector in headless Chromium against the simulated web ERP.
+mod browser;
 /// The worker delivers to the simulated ERP: retries, faults, kills, two workers.
 mod delivery;
 /// The disk fills under intake and delivery: honest refusals, probes told, back by itself.

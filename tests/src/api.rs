@@ -90,6 +90,27 @@ impl ApiOptions {
         self.env("LIBCAL_SECRET", "libcal-secret")
     }
 
+    /// Delivers through headless Chromium to the web ERP of the `ferry-sim` at `base_url`, with
+    /// the shipped recipe; browsers close after `idle_secs` without work. The config is written
+    /// to `dir`.
+    pub fn browser(self, base_url: &str, dir: &std::path::Path, idle_secs: u64) -> Self {
+        let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/recipes/ferry-sim-web.toml");
+        let config = dir.join("browser.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[target]\nkind = \"erp_browser\"\nbase_url = \"{base_url}\"\nrecipe = \"{}\"\n\
+                 auth = {{ kind = \"basic\", username = \"ferry\", password_env = \"ERP_PASSWORD\" }}\n\
+                 idle_secs = {idle_secs}\npage_timeout_ms = 8000\n",
+                recipe.display()
+            ),
+        )
+        .expect("browser config");
+        self.env("FERRY_CONFIG", config.to_str().expect("utf-8 path"))
+            .env("ERP_PASSWORD", "oil-secret")
+    }
+
     pub fn key(mut self, key: &str) -> Self {
         self.api_key = Some(key.into());
         self.env("FERRY_API_KEY", key)

@@ -118,3 +118,42 @@ pub fn order(uniqueid: &str) -> Value {
         "amount": 5,
     })
 }
+
+/// The processes descended from `pid` (children, their children, ...), with their names.
+pub fn descendants(pid: u32) -> Vec<(u32, String)> {
+    let mut all: Vec<(u32, u32, String)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let mut rest = stat[close + 1..].split_whitespace();
+        let state = rest.next().unwrap_or("");
+        let ppid = rest.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if state != "Z" {
+            all.push((p, ppid, comm));
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for (p, ppid, comm) in &all {
+            if *ppid == parent {
+                found.push((*p, comm.clone()));
+                frontier.push(*p);
+            }
+        }
+    }
+    found
+}

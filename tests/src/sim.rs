@@ -74,6 +74,31 @@ impl TestSim {
             .expect("json")
     }
 
+    /// Sets the web ERP's knobs (`password`, `session_ttl_ms`, `slow_ms`, `render_ms`,
+    /// `layout_changed`, `fail_saves`, `hold_after_save_ms`); those not given are reset.
+    pub async fn web(&self, knobs: Value) {
+        let resp = self
+            .http
+            .post(format!("{}/_sim/web", self.base()))
+            .json(&knobs)
+            .send()
+            .await
+            .expect("sim");
+        assert!(resp.status().is_success());
+    }
+
+    /// The web ERP's state: `logins`, `refused_logins`, `sessions`, `knobs`.
+    pub async fn web_state(&self) -> Value {
+        self.http
+            .get(format!("{}/_sim/web", self.base()))
+            .send()
+            .await
+            .expect("sim")
+            .json()
+            .await
+            .expect("json")
+    }
+
     pub fn running(&mut self) -> bool {
         self.proc.running()
     }

@@ -88,6 +88,23 @@ impl ApiClient {
         }
     }
 
+    /// Saves a failed attempt's screenshot or page with the api, under the job.
+    pub async fn put_artifact(
+        &self,
+        job: ferry_shared::job::JobId,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let req = self
+            .http
+            .put(format!("{}/worker/artifacts/{job}/{name}", self.base))
+            .header("content-type", "application/octet-stream")
+            .body(bytes);
+        self.call::<serde::de::IgnoredAny>(req, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+    }
+
     pub async fn config(&self) -> Result<WorkerConfig, ClientError> {
         let req = self.http.get(format!("{}/worker/config", self.base));
         self.call(req, Duration::from_secs(10)).await

@@ -200,7 +200,7 @@ pub(super) async fn check_order_status(
     }))
 }
 
-fn load(state: &AppState, id: &str) -> Result<Job, ApiError> {
+pub(super) fn load(state: &AppState, id: &str) -> Result<Job, ApiError> {
     let job_id = JobId::parse(id).ok_or_else(|| ApiError::BadRequest {
         code: ErrorCode::InvalidJobId,
         detail: format!("'{id}' is not a job id (a UUID)"),

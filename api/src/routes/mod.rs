@@ -4,6 +4,7 @@
 //! is a `web::resource` (see [`route`]), so a wrong method answers 405 with `Allow` (the route
 //! macros would answer 404), and every answer is the envelope.
 
+mod artifacts;
 mod bookings;
 mod control;
 mod health;
@@ -13,6 +14,7 @@ mod source;
 mod state;
 mod worker;
 
+pub use artifacts::prune as prune_artifacts;
 pub use openapi::{DocumentJson, document};
 
 use actix_web::http::{Method, StatusCode};
@@ -60,6 +62,8 @@ pub fn table() -> Vec<ApiRoute> {
         ApiRoute::new(jobs::__path_job, jobs::job),
         ApiRoute::new(jobs::__path_job_log, jobs::job_log),
         ApiRoute::new(jobs::__path_retry, jobs::retry),
+        ApiRoute::new(artifacts::__path_artifact, artifacts::artifact),
+        ApiRoute::new(artifacts::__path_put_artifact, artifacts::put_artifact),
         ApiRoute::new(bookings::__path_create_booking, bookings::create_booking),
         ApiRoute::new(bookings::__path_booking_status, bookings::booking_status),
         ApiRoute::new(control::__path_queue, control::queue),

@@ -580,6 +580,13 @@ impl Machine {
             }
             let detail = AttemptDetail {
                 excerpt: item.detail.excerpt.map(|e| clip(&e, MAX_TEXT)),
+                artifacts: item
+                    .detail
+                    .artifacts
+                    .into_iter()
+                    .filter(|n| ferry_shared::protocol::is_artifact_name(n))
+                    .take(ferry_shared::protocol::MAX_ARTIFACTS)
+                    .collect(),
                 ..item.detail
             };
             let note = |message: String| Note {
@@ -939,6 +946,7 @@ fn append_event(job: &mut Job, from: Option<Status>, note: Note, now: i64) {
         duration_ms: note.detail.duration_ms,
         excerpt: note.detail.excerpt,
         worker_id: note.worker_id,
+        artifacts: note.detail.artifacts,
     });
 }
 

@@ -183,6 +183,9 @@ pub struct Event {
     pub excerpt: Option<String>,
     #[serde(default)]
     pub worker_id: Option<String>,
+    /// A failed attempt's screenshot and page, by name (absent from records that have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -268,6 +271,7 @@ impl Event {
             duration_ms: self.duration_ms,
             excerpt: self.excerpt.clone(),
             worker_id: self.worker_id.clone(),
+            artifacts: self.artifacts.clone(),
         }
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod alma;
 pub mod auth;
+pub mod browser;
+pub mod erp_browser;
 pub mod erp_rest;
 pub mod passagepoint;
 
@@ -21,6 +23,7 @@ use crate::client::ApiClient;
 #[allow(clippy::large_enum_variant)]
 pub enum Connector {
     ErpRest(erp_rest::ErpRestConnector),
+    ErpBrowser(erp_browser::ErpBrowserConnector),
     Passagepoint(passagepoint::PassagePointConnector),
 }
 
@@ -49,6 +52,10 @@ impl Connector {
                 let ctx = Ctx::new(api, Duration::from_millis(cfg.connect_timeout_ms))?;
                 Connector::ErpRest(erp_rest::ErpRestConnector::new(cfg, ctx))
             }
+            Target::ErpBrowser(cfg) => {
+                let ctx = Ctx::new(api, Duration::from_secs(5))?;
+                Connector::ErpBrowser(erp_browser::ErpBrowserConnector::new(cfg, ctx))
+            }
             Target::Passagepoint(cfg) => {
                 let ctx = Ctx::new(api, Duration::from_secs(5))?;
                 Connector::Passagepoint(passagepoint::PassagePointConnector::new(cfg, ctx))
@@ -59,6 +66,7 @@ impl Connector {
     pub async fn deliver(&self, job: &LeasedJob) -> (Outcome, AttemptDetail) {
         match self {
             Connector::ErpRest(c) => c.deliver(job).await,
+            Connector::ErpBrowser(c) => c.deliver(job).await,
             Connector::Passagepoint(c) => c.deliver(job).await,
         }
     }
