@@ -78,6 +78,7 @@ fn driver_error(e: CmdError) -> Fail {
                     | ErrorStatus::ElementNotInteractable
                     | ErrorStatus::ElementClickIntercepted
                     | ErrorStatus::InvalidSelector
+                    | ErrorStatus::JavascriptError
             ) =>
         {
             Fail::Permanent("ERP_UI_CHANGED".into(), e.to_string())
@@ -483,17 +484,11 @@ impl<'a> Steps<'a> {
             } => {
                 let want = self.vars.fill(equals);
                 let found = self.all(rows, deadline).await?;
-                let mut picked = None;
-                for row in found {
-                    let text = match row.find(Locator::Css(cell)).await {
-                        Ok(el) => el.text().await.map_err(driver_error)?,
-                        Err(_) => continue,
-                    };
-                    if text.trim() == want {
-                        picked = Some(row);
-                        break;
-                    }
-                }
+                let texts = self.cell_texts(rows, cell).await?;
+                let picked = texts
+                    .iter()
+                    .position(|t| t.as_deref().map(str::trim) == Some(want.as_str()))
+                    .and_then(|i| found.into_iter().nth(i));
                 let Some(row) = picked else {
                     return Err(Fail::Permanent(
                         missing.clone(),
@@ -504,13 +499,8 @@ impl<'a> Steps<'a> {
                 link.click().await.map_err(driver_error)?;
             }
             Action::ReadLines { rows, cell } => {
-                let mut texts = Vec::new();
-                for row in c.find_all(Locator::Css(rows)).await.map_err(driver_error)? {
-                    if let Ok(el) = row.find(Locator::Css(cell)).await {
-                        texts.push(el.text().await.map_err(driver_error)?);
-                    }
-                }
-                return Ok(Some(texts));
+                let texts = self.cell_texts(rows, cell).await?;
+                return Ok(Some(texts.into_iter().flatten().collect()));
             }
             Action::Assert { selector, contains } => {
                 let want = self.vars.fill(contains);
@@ -529,6 +519,21 @@ impl<'a> Steps<'a> {
             }
         }
         Ok(None)
+    }
+
+    /// The text a person sees in `cell` of each row `rows` finds (`None` where a row has no such
+    /// cell), in one call: a worksheet with many lines costs one round trip, not two per line.
+    async fn cell_texts(&self, rows: &str, cell: &str) -> Result<Vec<Option<String>>, Fail> {
+        const SCRIPT: &str = "var rows = arguments[0], cell = arguments[1];\
+            return Array.from(document.querySelectorAll(rows)).map(function (r) {\
+              var c = r.querySelector(cell); return c ? c.innerText : null; });";
+        let texts = self
+            .client
+            .execute(SCRIPT, vec![rows.into(), cell.into()])
+            .await
+            .map_err(driver_error)?;
+        serde_json::from_value(texts)
+            .map_err(|e| Fail::Crashed(format!("the browser answered rows oddly: {e}")))
     }
 
     /// The first element `selector` finds, waiting until `deadline`.
