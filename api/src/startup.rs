@@ -16,7 +16,7 @@ use ferry_shared::target::WorkerConfig;
 /// How often expired leases are handed back.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// How often free space on the data dir's filesystem is looked at.
-const DISK_EVERY: Duration = Duration::from_secs(5);
+const DISK_EVERY: Duration = Duration::from_secs(10);
 /// Finished jobs pruned per store command (a pass repeats until a chunk comes back short).
 const PRUNE_CHUNK: usize = 1_000;
 
@@ -190,10 +190,16 @@ fn spawn_maintenance(state: web::Data<AppState>) {
     });
     let st = state.clone();
     actix_web::rt::spawn(async move {
-        let mut tick = actix_web::rt::time::interval(EXPIRE_EVERY);
         loop {
+            if !st.store.holds_leases() {
+                // Nothing can expire until a lease is granted: an idle tenant does not tick.
+                tokio::select! {
+                    _ = st.store.leases_granted() => {}
+                    _ = st.shutdown.server_stopping() => return,
+                }
+            }
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = actix_web::rt::time::sleep(EXPIRE_EVERY) => {}
                 _ = st.shutdown.server_stopping() => return,
             }
             match st.store.expire_leases().await {

@@ -12,13 +12,23 @@ pub struct Api {
     key: Option<String>,
 }
 
+/// One HTTP client for every api ferryctl talks to (a fleet of a thousand shares its pool).
+fn shared_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default()
+        })
+        .clone()
+}
+
 impl Api {
     pub fn new(base: &str, key: Option<String>) -> Self {
         Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            http: shared_client(),
             base: base.trim_end_matches('/').to_string(),
             key,
         }

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::{StreamExt, stream};
+
 use anyhow::Context;
 use ferry_shared::answer::{Alive, Desired};
 use ferry_shared::config::TenantSlug;
@@ -116,6 +118,10 @@ impl Tenant {
     }
 }
 
+/// Tenants `fleet up` starts at a time (each waits for its api and its worker's first contact).
+const AT_ONCE_UP: usize = 32;
+/// Tenants `fleet down` stops, and `fleet status` asks, at a time.
+const AT_ONCE: usize = 64;
 /// How long `fleet up` waits for a new worker's first contact with its api.
 const FIRST_CONTACT: Duration = Duration::from_secs(10);
 /// How long `fleet down` waits for a tenant's processes to exit.
@@ -206,21 +212,32 @@ fn spawn(bin: &Path, args: &[String], env: &[(&str, &str)], out: &Path) -> anyho
 pub async fn up(fleet: &Fleet, bins: &Path, key: Option<&str>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&fleet.run_dir)?;
     let active: Vec<&Tenant> = fleet.tenants.iter().filter(|t| t.active).collect();
-    println!("starting {} active tenant(s)", active.len());
+    println!(
+        "starting {} active tenant(s), {} at a time",
+        active.len(),
+        AT_ONCE_UP
+    );
     let mut failed = 0;
-    for (i, t) in active.iter().enumerate() {
-        print!(
-            "  [{}/{}] {} on :{} ... ",
+    let mut starts = stream::iter(
+        active
+            .iter()
+            .enumerate()
+            .map(|(i, t)| async move { (i, t, start(fleet, t, bins, key).await) }),
+    )
+    .buffer_unordered(AT_ONCE_UP);
+    while let Some((i, t, started)) = starts.next().await {
+        let line = format!(
+            "  [{}/{}] {} on :{} ...",
             i + 1,
             active.len(),
             t.name,
             t.port
         );
-        match start(fleet, t, bins, key).await {
-            Ok(note) => println!("{note}"),
+        match started {
+            Ok(note) => println!("{line} {note}"),
             Err(e) => {
                 failed += 1;
-                println!("FAILED: {e:#}");
+                println!("{line} FAILED: {e:#}");
             }
         }
     }
@@ -334,49 +351,73 @@ pub async fn down(fleet: &Fleet, key: Option<&str>) -> anyhow::Result<()> {
             running.push((t, pids));
         }
     }
-    println!("stopping {} tenant(s)", running.len());
+    println!(
+        "stopping {} tenant(s), {} at a time",
+        running.len(),
+        AT_ONCE
+    );
     let mut stuck = 0;
-    for (i, (t, pids)) in running.iter().enumerate() {
-        print!("  [{}/{}] {} ... ", i + 1, running.len(), t.name);
-        let api = t.api(key);
-        if let Err(e) = api.put::<serde::de::IgnoredAny>("/kill").await {
-            if api.is_up().await {
-                // It answers but refuses (a wrong key): waiting would not change that.
+    let n = running.len();
+    let mut stops = stream::iter(
+        running
+            .iter()
+            .enumerate()
+            .map(|(i, (t, pids))| async move { (i, t, stop(fleet, t, pids, key).await) }),
+    )
+    .buffer_unordered(AT_ONCE);
+    while let Some((i, t, stopped)) = stops.next().await {
+        let line = format!("  [{}/{}] {} ...", i + 1, n, t.name);
+        match stopped {
+            Ok(note) => println!("{line} {note}"),
+            Err(why) => {
                 stuck += 1;
-                println!("not stopped: PUT /kill was refused: {e:#}");
-                continue;
+                println!("{line} {why}");
             }
-            if pids.is_empty() {
-                println!("not running");
-                continue;
-            }
-            // Not answering: its processes get SIGTERM, the same graceful path.
-            for pid in pids {
-                let _ = Command::new("kill").arg(pid.to_string()).status();
-            }
-        }
-        // The worker finishes what it holds and reports; the api then flushes and exits.
-        let deadline = Instant::now() + STOP_WAIT;
-        while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
-        if left.is_empty() {
-            for w in ["api", "worker"] {
-                let _ = std::fs::remove_file(pid_file(fleet, t, w));
-            }
-            println!("stopped");
-        } else {
-            stuck += 1;
-            println!(
-                "still running after {} s (pids {left:?}); see {}",
-                STOP_WAIT.as_secs(),
-                fleet.run_dir.display()
-            );
         }
     }
     anyhow::ensure!(stuck == 0, "{stuck} tenant(s) did not stop");
     Ok(())
+}
+
+/// Stops one tenant: `PUT /kill` (or SIGTERM to processes that no longer answer), then waits for
+/// its processes to exit. `Err` says why it did not stop.
+async fn stop(
+    fleet: &Fleet,
+    t: &Tenant,
+    pids: &[u32],
+    key: Option<&str>,
+) -> Result<&'static str, String> {
+    let api = t.api(key);
+    if let Err(e) = api.put::<serde::de::IgnoredAny>("/kill").await {
+        if api.is_up().await {
+            // It answers but refuses (a wrong key): waiting would not change that.
+            return Err(format!("not stopped: PUT /kill was refused: {e:#}"));
+        }
+        if pids.is_empty() {
+            return Ok("not running");
+        }
+        // Not answering: its processes get SIGTERM, the same graceful path.
+        for pid in pids {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+    // The worker finishes what it holds and reports; the api then flushes and exits.
+    let deadline = Instant::now() + STOP_WAIT;
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+    if !left.is_empty() {
+        return Err(format!(
+            "still running after {} s (pids {left:?}); see {}",
+            STOP_WAIT.as_secs(),
+            fleet.run_dir.display()
+        ));
+    }
+    for w in ["api", "worker"] {
+        let _ = std::fs::remove_file(pid_file(fleet, t, w));
+    }
+    Ok("stopped")
 }
 
 pub async fn status(fleet: &Fleet, key: Option<&str>) -> anyhow::Result<()> {
@@ -392,14 +433,25 @@ pub async fn status(fleet: &Fleet, key: Option<&str>) -> anyhow::Result<()> {
     ];
     let now = ferry_shared::now_ms();
     let mut rows = Vec::new();
-    for t in &fleet.tenants {
+    // Every tenant is asked at once (a few dozen at a time), in the file's order.
+    let answers: Vec<Option<anyhow::Result<Alive>>> =
+        stream::iter(fleet.tenants.iter().map(|t| async move {
+            match t.active {
+                true => Some(t.api(key).get::<Alive>("/alive").await),
+                false => None,
+            }
+        }))
+        .buffered(AT_ONCE)
+        .collect()
+        .await;
+    for (t, answer) in fleet.tenants.iter().zip(answers) {
         let mut row = vec![t.name.clone(), t.port.to_string()];
-        if !t.active {
+        let Some(answer) = answer else {
             row.extend(["inactive".into()]);
             rows.push(row);
             continue;
-        }
-        match t.api(key).get::<Alive>("/alive").await {
+        };
+        match answer {
             Err(_) => row.push("down".into()),
             Ok(a) => {
                 let never_heard = a.worker.last_seen_ms_ago.is_none();

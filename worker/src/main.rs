@@ -28,8 +28,9 @@ struct Cli {
     /// How long a lease lasts without a heartbeat; a killed worker's jobs return after it.
     #[arg(long, default_value_t = ferry_shared::protocol::DEFAULT_LEASE_MS)]
     lease_ms: u64,
-    /// How long one lease call waits for work.
-    #[arg(long, default_value_t = 5_000)]
+    /// How long one lease call waits for work. The api answers at once when work arrives or
+    /// its directive changes, so a long wait costs no latency, and an idle worker stays quiet.
+    #[arg(long, default_value_t = 10_000)]
     poll_ms: u64,
     /// After SIGTERM or the api's exit directive, how long jobs in flight may take.
     #[arg(long, default_value_t = 20_000)]

@@ -271,6 +271,11 @@ impl Machine {
         self.worker_running
     }
 
+    /// Whether any lease is live (something may expire).
+    pub fn holds_leases(&self) -> bool {
+        !self.leases.is_empty()
+    }
+
     pub fn stopping(&self) -> bool {
         self.stopping
     }

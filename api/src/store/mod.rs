@@ -196,6 +196,10 @@ pub struct Published {
     pub work: tokio::sync::Notify,
     /// Notified once when the store fails (see [`Health::Failed`]).
     failed: tokio::sync::Notify,
+    /// Whether any lease is live, and a permit when leases appear where there were none: the
+    /// lease-expiry task sleeps while there is nothing to expire.
+    leases_live: AtomicBool,
+    leased: tokio::sync::Notify,
 }
 
 impl Published {
@@ -502,6 +506,17 @@ impl Store {
 
     pub fn worker_running(&self) -> bool {
         self.published.worker_running.load(Ordering::Relaxed)
+    }
+
+    /// Whether any lease is live, as of the last flush.
+    pub fn holds_leases(&self) -> bool {
+        self.published.leases_live.load(Ordering::Relaxed)
+    }
+
+    /// Completes when leases appear where there were none (at once if they did since the last
+    /// call).
+    pub async fn leases_granted(&self) {
+        self.published.leased.notified().await
     }
 
     pub fn health(&self) -> Health {

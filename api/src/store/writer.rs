@@ -62,6 +62,10 @@ fn publish(machine: &Machine, published: &Published) {
     published
         .worker_running
         .store(machine.worker_running(), Ordering::Relaxed);
+    let live = machine.holds_leases();
+    if published.leases_live.swap(live, Ordering::Relaxed) != live && live {
+        published.leased.notify_one();
+    }
 }
 
 /// Applies the group's writes as one batch and flushes, when there were any.
