@@ -20,6 +20,9 @@ use crate::state::AppState;
 
 /// Largest artifact taken (a screenshot of a large page).
 pub const MAX_ARTIFACT: usize = 8 * 1024 * 1024;
+/// Files kept per job: the latest (two attempts' screenshot and page); a job failing again and
+/// again must not fill the disk.
+const KEPT_PER_JOB: usize = 4;
 const DIR: &str = "artifacts";
 
 /// `PUT /worker/artifacts/...`: what was saved.
@@ -86,10 +89,10 @@ pub(super) async fn put_artifact(
         })?;
     let size = bytes.len();
     web::block(move || {
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&file, &bytes)
+        let dir = file.parent().unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(&file, &bytes)?;
+        keep_latest(dir, KEPT_PER_JOB)
     })
     .await
     .map_err(|_| ApiError::Store(crate::store::StoreError::Closed))?
@@ -158,6 +161,20 @@ pub(super) async fn artifact(
     Ok(resp.body(bytes))
 }
 
+/// Removes all but the `keep` most recent files of `dir`.
+fn keep_latest(dir: &std::path::Path, keep: usize) -> std::io::Result<()> {
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)?
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    files.sort();
+    let extra = files.len().saturating_sub(keep);
+    for (_, path) in files.into_iter().take(extra) {
+        std::fs::remove_file(path)?;
+    }
+    Ok(())
+}
+
 /// Removes the artifacts of jobs no longer in the store (pruned); answers how many jobs' went.
 pub fn prune(state: &AppState) -> usize {
     let dir = state.settings.tenant_dir().join(DIR);
@@ -176,4 +193,36 @@ pub fn prune(state: &AppState) -> usize {
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_keeps_only_its_latest_artifacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::time::SystemTime::now();
+        for i in 0..6u64 {
+            let path = dir.path().join(format!("attempt-{i}.png"));
+            let file = std::fs::File::create(&path).unwrap();
+            file.set_modified(base + std::time::Duration::from_secs(i))
+                .unwrap();
+        }
+        keep_latest(dir.path(), 4).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "attempt-2.png",
+                "attempt-3.png",
+                "attempt-4.png",
+                "attempt-5.png"
+            ]
+        );
+    }
 }

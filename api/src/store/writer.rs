@@ -30,6 +30,9 @@ const MAX_GROUP: usize = 1024;
 const RECHECK: Duration = Duration::from_secs(1);
 /// How often a reopen of the engine is tried while it fails.
 const REOPEN_EVERY: Duration = Duration::from_millis(200);
+/// How long reopening may fail for another reason than space (a lock let go late) before the
+/// store is failed and the api stops, to be restarted.
+const OTHER_FAILURE_GRACE: Duration = Duration::from_secs(10);
 /// How long a reopen waits for readers to let go of the old engine.
 const READERS_GRACE: Duration = Duration::from_secs(5);
 
@@ -218,6 +221,8 @@ impl Reopen {
         }
         drop(old);
         let mut warned = false;
+        // Since when reopening fails for another reason than space (none yet).
+        let mut other_since: Option<Instant> = None;
         loop {
             match (self.open)().and_then(|kv| Ok((Machine::recover(kv.clone(), self.limits)?, kv)))
             {
@@ -229,11 +234,20 @@ impl Reopen {
                     );
                     return Some(machine);
                 }
-                Err(e) if !warned => {
-                    warned = true;
-                    tracing::warn!(error = ?e, "cannot reopen the store yet; trying again until there is space");
+                Err(StoreError::NoSpace(_)) => other_since = None,
+                Err(e) if other_since.is_some_and(|t| t.elapsed() > OTHER_FAILURE_GRACE) => {
+                    // Not space, and not a lock let go late: waiting will not help.
+                    tracing::error!(error = ?e, "the store cannot be reopened; stopping the api");
+                    published.set_health(Health::Failed);
+                    return None;
                 }
-                Err(_) => {}
+                Err(_) => {
+                    other_since.get_or_insert_with(Instant::now);
+                }
+            }
+            if !warned {
+                warned = true;
+                tracing::warn!("cannot reopen the store yet; trying again until there is space");
             }
             let until = Instant::now() + REOPEN_EVERY;
             loop {
