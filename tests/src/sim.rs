@@ -39,14 +39,19 @@ impl TestSim {
 
     /// Queues a fault for the next line requests, e.g. `{"count": 2, "status": 500}`.
     pub async fn fault(&self, fault: Value) {
+        self.post("/_sim/faults", &fault).await;
+    }
+
+    /// POSTs `body` to one of the simulator's control paths, which must take it.
+    async fn post(&self, path: &str, body: &Value) {
         let resp = self
             .http
-            .post(format!("{}/_sim/faults", self.base()))
-            .json(&fault)
+            .post(format!("{}{path}", self.base()))
+            .json(body)
             .send()
             .await
             .expect("sim");
-        assert!(resp.status().is_success());
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
     }
 
     pub async fn missing(&self, worksheet: &str) {
@@ -75,16 +80,10 @@ impl TestSim {
     }
 
     /// Sets the web ERP's knobs (`password`, `session_ttl_ms`, `slow_ms`, `render_ms`,
-    /// `layout_changed`, `fail_saves`, `hold_after_save_ms`); those not given are reset.
+    /// `layout_changed`, `fail_saves`, `hold_after_save_ms`; those not given are reset) and, with
+    /// `expire_sessions: true`, ends every session.
     pub async fn web(&self, knobs: Value) {
-        let resp = self
-            .http
-            .post(format!("{}/_sim/web", self.base()))
-            .json(&knobs)
-            .send()
-            .await
-            .expect("sim");
-        assert!(resp.status().is_success());
+        self.post("/_sim/web", &knobs).await;
     }
 
     /// The web ERP's state: `logins`, `refused_logins`, `sessions`, `knobs`.
