@@ -250,15 +250,18 @@ async fn a_chromedriver_killed_mid_job_is_started_again_and_the_job_retried() {
     .await;
     t.sim.web(json!({"slow_ms": 1500})).await;
     t.api.create_ok(&order_on("crash-1", "558")).await;
-    let driver = eventually("chromedriver running", Duration::from_secs(30), || async {
-        browsers_of(&t.worker)
-            .into_iter()
-            .find(|(_, name)| name == "chromedriver")
-            .map(|(pid, _)| pid)
-    })
+    // Mid-job: the browser is up and the (slow) pages are loading.
+    let driver = eventually(
+        "chromedriver and its browser",
+        Duration::from_secs(30),
+        || async {
+            let running = browsers_of(&t.worker);
+            let browser = running.iter().any(|(_, name)| name.starts_with("chromium"));
+            let driver = running.into_iter().find(|(_, name)| name == "chromedriver");
+            driver.filter(|_| browser).map(|(pid, _)| pid)
+        },
+    )
     .await;
-    // Mid-job: the first page is still loading.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
     std::process::Command::new("kill")
         .args(["-9", &driver.to_string()])
         .status()

@@ -69,8 +69,13 @@ impl TestSim {
 
     /// `{"count", "duplicates", "requests", "replays", "lines": [...]}`
     pub async fn lines(&self) -> Value {
+        self.get("/_sim/lines").await
+    }
+
+    /// The JSON one of the simulator's inspection paths answers.
+    async fn get(&self, path: &str) -> Value {
         self.http
-            .get(format!("{}/_sim/lines", self.base()))
+            .get(format!("{}{path}", self.base()))
             .send()
             .await
             .expect("sim")
@@ -88,14 +93,7 @@ impl TestSim {
 
     /// The web ERP's state: `logins`, `refused_logins`, `sessions`, `knobs`.
     pub async fn web_state(&self) -> Value {
-        self.http
-            .get(format!("{}/_sim/web", self.base()))
-            .send()
-            .await
-            .expect("sim")
-            .json()
-            .await
-            .expect("json")
+        self.get("/_sim/web").await
     }
 
     pub fn running(&mut self) -> bool {

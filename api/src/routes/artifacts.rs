@@ -79,14 +79,7 @@ pub(super) async fn put_artifact(
     let (id, name) = path.into_inner();
     let job = load(&state, &id)?;
     let file = path_of(&state, job.id, &name)?;
-    let bytes = body
-        .to_bytes_limited(MAX_ARTIFACT)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(MAX_ARTIFACT))?
-        .map_err(|e| ApiError::BadRequest {
-            code: ErrorCode::BadBody,
-            detail: format!("the body could not be read: {e}"),
-        })?;
+    let bytes = super::read_body(body, MAX_ARTIFACT).await?;
     let size = bytes.len();
     web::block(move || {
         let dir = file.parent().unwrap_or(std::path::Path::new("."));

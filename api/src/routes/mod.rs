@@ -222,10 +222,15 @@ pub(crate) async fn json_body(
             "the body must be JSON (Content-Type: application/json), not '{content_type}'"
         )));
     }
+    read_body(payload, MAX_BODY).await
+}
+
+/// A body of at most `limit` bytes; a larger one answers 413.
+pub(crate) async fn read_body(payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
     payload
-        .to_bytes_limited(MAX_BODY)
+        .to_bytes_limited(limit)
         .await
-        .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY))?
+        .map_err(|_| ApiError::PayloadTooLarge(limit))?
         .map_err(|e| ApiError::BadRequest {
             code: ErrorCode::BadBody,
             detail: format!("the body could not be read: {e}"),

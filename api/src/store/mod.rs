@@ -203,6 +203,14 @@ pub struct Published {
 }
 
 impl Published {
+    fn health(&self) -> Health {
+        match self.health.load(Ordering::Relaxed) {
+            0 => Health::Ok,
+            1 => Health::DiskFull,
+            _ => Health::Failed,
+        }
+    }
+
     fn set_health(&self, health: Health) {
         self.health.store(health as u8, Ordering::Relaxed);
         if health == Health::Failed {
@@ -520,11 +528,7 @@ impl Store {
     }
 
     pub fn health(&self) -> Health {
-        match self.published.health.load(Ordering::Relaxed) {
-            0 => Health::Ok,
-            1 => Health::DiskFull,
-            _ => Health::Failed,
-        }
+        self.published.health()
     }
 
     /// Commands refused because the store was in `by` (disk full, failed).

@@ -79,14 +79,6 @@ fn write_and_flush(machine: &mut Machine) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn health(published: &Published) -> Health {
-    match published.health.load(Ordering::Relaxed) {
-        0 => Health::Ok,
-        1 => Health::DiskFull,
-        _ => Health::Failed,
-    }
-}
-
 /// Refuses `cmd` for the store's present `health`, counting the refusal. A close is answered
 /// as closed: there is nothing left to flush.
 fn refuse(cmd: Command, health: Health, published: &Published) {
@@ -110,7 +102,7 @@ fn run(
     let mut closing = false;
     let mut recheck = Instant::now() + RECHECK;
     while !closing {
-        let first = match health(&published) {
+        let first = match published.health() {
             Health::DiskFull => {
                 match rx.recv_timeout(recheck.saturating_duration_since(Instant::now())) {
                     Ok(cmd) => Some(cmd),
@@ -123,7 +115,7 @@ fn run(
                 Err(_) => break,
             },
         };
-        if health(&published) == Health::DiskFull && Instant::now() >= recheck {
+        if published.health() == Health::DiskFull && Instant::now() >= recheck {
             recheck = Instant::now() + RECHECK;
             if reopen.reserve.space_is_back() {
                 tracing::info!("disk space is back: intake resumes");
@@ -139,7 +131,7 @@ fn run(
             }
         }
         let now = ferry_shared::now_ms();
-        let state = health(&published);
+        let state = published.health();
         let mut answers: Vec<Pending> = Vec::with_capacity(group.len());
         for cmd in group.drain(..) {
             closing |= cmd.is_close();
@@ -193,7 +185,7 @@ fn run(
             }
         }
     }
-    if health(&published) != Health::Failed
+    if published.health() != Health::Failed
         && let Err(e) = machine.flush()
     {
         tracing::error!(error = ?e, "final store flush failed");
