@@ -64,6 +64,15 @@ apt_install() {
     || { $sudo apt-get update -qq && $sudo apt-get install -y -qq "$@" >/dev/null; }
 }
 
+# PostgreSQL (server and psql), for the postgres target's tests, demo and benchmark: each starts
+# a throwaway cluster of its own, so the package's own cluster is not needed (nor started here).
+need_postgres() {
+  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v psql >/dev/null; then
+    local cmd=postgres-server-missing
+    apt_install "$cmd" postgresql postgresql-client
+  fi
+}
+
 # Chromium and chromedriver, for the erp_browser connector, its tests, demo and benchmark.
 need_chromium() {
   apt_install chromium chromium chromium-driver

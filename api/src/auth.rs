@@ -1,4 +1,4 @@
-//! API-key checks. `/alive`, `/metrics`, `/openapi.json` and `/docs` are open; `/worker/*` takes the worker token (by default the API key);
+//! API-key checks. `/alive`, `/metrics`, `/openapi.json`, `/docs` and `/oauth/*` are open; `/worker/*` takes the worker token (by default the API key);
 //! everything else takes the API key, from `x-api-key` or `Authorization: Bearer`, compared in
 //! constant time. With no key configured the api listens on loopback only (see `startup`).
 
@@ -42,9 +42,14 @@ pub async fn require_key(
     next.call(req).await
 }
 
-/// Health, metrics and the API's own description need no key: they hold no tenant data.
+/// Health, metrics and the API's own description need no key: they hold no tenant data. Nor
+/// does consent: `/oauth/start` only leads to the provider's sign-in, and the provider sends a
+/// person's browser back to `/oauth/callback`, which checks its single-use `state`.
 fn is_open(path: &str) -> bool {
-    matches!(path, "/alive" | "/metrics" | "/openapi.json" | "/docs") || path.starts_with("/docs/")
+    matches!(
+        path,
+        "/alive" | "/metrics" | "/openapi.json" | "/docs" | "/oauth/start" | "/oauth/callback"
+    ) || path.starts_with("/docs/")
 }
 
 fn presented_key(req: &ServiceRequest) -> Option<&str> {

@@ -107,6 +107,13 @@ impl Cli {
                     problem,
                 })?;
         }
+        if check {
+            s.resolve_oauth2(s.port, |var| std::env::var(var).ok())
+                .map_err(|problem| ConfigError::Invalid {
+                    key: "oauth2",
+                    problem,
+                })?;
+        }
         Ok(s)
     }
 }

@@ -41,6 +41,9 @@ pub enum ApiError {
     QueueFull,
     #[error("the api is shutting down")]
     ShuttingDown,
+    /// Something the api depends on is unavailable for now (an OAuth2 provider): 503.
+    #[error("{detail}")]
+    Unavailable { code: ErrorCode, detail: String },
     #[error("the store failed")]
     Store(#[from] StoreError),
 }
@@ -62,7 +65,8 @@ impl ApiError {
             ApiError::Validation(_) => ErrorCode::ValidationFailed,
             ApiError::BadRequest { code, .. }
             | ApiError::NotFound { code, .. }
-            | ApiError::Conflict { code, .. } => *code,
+            | ApiError::Conflict { code, .. }
+            | ApiError::Unavailable { code, .. } => *code,
             ApiError::Unauthorized => ErrorCode::Unauthorized,
             ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
@@ -86,7 +90,9 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::QueueFull | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::QueueFull | ApiError::ShuttingDown | ApiError::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Store(
                 StoreError::Failed
                 | StoreError::Closed

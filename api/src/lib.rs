@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod metrics;
+pub mod oauth;
 pub mod routes;
 pub mod shutdown;
 pub mod startup;

@@ -25,7 +25,7 @@ pub enum Intake {
 #[derive(Default)]
 pub struct Metrics {
     /// By kind (`JobKind::ALL` order), then by [`Intake`].
-    intake: [[AtomicU64; 4]; 2],
+    intake: [[AtomicU64; 4]; JobKind::ALL.len()],
     /// created, retry, failed
     deliveries: [AtomicU64; 3],
     leased: AtomicU64,
@@ -61,6 +61,8 @@ pub struct Snapshot {
     pub disk_free_bytes: Option<u64>,
     /// Free space is under `disk_warn_mb`.
     pub disk_low: bool,
+    /// For a tenant with `[oauth2]`: whether consent is needed, token calls, failed ones.
+    pub oauth: Option<(bool, u64, u64)>,
 }
 
 impl Metrics {
@@ -91,7 +93,9 @@ impl Metrics {
             .map(|item| {
                 let (slot, reason) = match &item.outcome {
                     Outcome::Created { .. } => (0, None),
-                    Outcome::Retry { reason_code, .. } => (1, Some(reason_code.clone())),
+                    Outcome::Retry { reason_code, .. } | Outcome::Wait { reason_code, .. } => {
+                        (1, Some(reason_code.clone()))
+                    }
                     Outcome::Failed { reason_code, .. } => (2, Some(reason_code.clone())),
                 };
                 Reported {
@@ -272,11 +276,37 @@ impl Metrics {
             }
         }
 
+        if let Some((needs_consent, calls, failed)) = snap.oauth {
+            let oauth: [(&str, &str, &str, u64); 3] = [
+                (
+                    "ferry_oauth_consent_required",
+                    "gauge",
+                    "1 when no OAuth2 token is usable: a person must consent at /oauth/start.",
+                    u64::from(needs_consent),
+                ),
+                (
+                    "ferry_oauth_token_calls_total",
+                    "counter",
+                    "Calls to the OAuth2 token endpoint (refreshes, client credentials).",
+                    calls,
+                ),
+                (
+                    "ferry_oauth_token_failures_total",
+                    "counter",
+                    "Token calls refused or failed.",
+                    failed,
+                ),
+            ];
+            for (name, kind, help, value) in oauth {
+                header(&mut out, name, kind, help);
+                sample(&mut out, name, &tenant, value);
+            }
+        }
         header(
             &mut out,
             "ferry_intake_total",
             "counter",
-            "Answers to POST /create (kind order_line) and POST /bookings (kind booking).",
+            "Answers to POST /create (kind order_line), POST /bookings (kind booking) and POST /worker/records (kind records).",
         );
         for kind in JobKind::ALL {
             for (i, result) in ["created", "duplicate", "conflict", "refused"]

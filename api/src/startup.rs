@@ -104,7 +104,10 @@ impl Application {
             .map_err(|e| StartupError::Bind(addr.clone(), e))?
             .port();
         let workers = settings.workers;
-        let state = web::Data::new(AppState::new(store, settings, worker_config));
+        let oauth = settings
+            .resolve_oauth2(port, |var| std::env::var(var).ok())
+            .map_err(StartupError::Target)?;
+        let state = web::Data::new(AppState::new(store, settings, worker_config, oauth));
         let app_state = state.clone();
         let document = web::Data::new(routes::DocumentJson::default());
         let server = HttpServer::new(move || {

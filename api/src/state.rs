@@ -14,12 +14,39 @@ use ferry_shared::job::{JobView, Status};
 use ferry_shared::protocol::Directive;
 use ferry_shared::target::WorkerConfig;
 
-#[derive(Default)]
 pub struct SourceState {
     pub status: Mutex<Option<ferry_shared::source::SourceStatus>>,
+    /// One more per ask. It starts at the api's start time in ms, so it never goes back across
+    /// a restart: a worker that saw the old api's count still notices the new api's asks.
     pub requested: std::sync::atomic::AtomicU64,
+    /// The ask that was the latest full resync (0: none).
+    pub full: std::sync::atomic::AtomicU64,
     /// Woken when a poll is asked for.
     pub asked: tokio::sync::Notify,
+}
+
+impl Default for SourceState {
+    fn default() -> Self {
+        Self {
+            status: Mutex::new(None),
+            requested: AtomicU64::new(ferry_shared::now_ms().max(0) as u64),
+            full: AtomicU64::new(0),
+            asked: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl SourceState {
+    /// Asks the worker's source to poll now (`full`: a full resync); answers the ask's number
+    /// and that of the latest full resync.
+    pub fn ask(&self, full: bool) -> (u64, u64) {
+        let requested = self.requested.fetch_add(1, Ordering::Relaxed) + 1;
+        if full {
+            self.full.fetch_max(requested, Ordering::Relaxed);
+        }
+        self.asked.notify_waiters();
+        (requested, self.full.load(Ordering::Relaxed))
+    }
 }
 
 pub struct AppState {
@@ -37,11 +64,20 @@ pub struct AppState {
     workers_seen: Mutex<HashMap<String, Instant>>,
     /// Free bytes on the data dir's filesystem when last looked at (`u64::MAX`: unknown).
     pub disk_free: AtomicU64,
+    /// The tenant's OAuth2 tokens, when it has `[oauth2]`.
+    pub oauth: Option<crate::oauth::OAuth>,
 }
 
 impl AppState {
-    pub fn new(store: Store, settings: Settings, worker_config: Option<WorkerConfig>) -> Self {
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        worker_config: Option<WorkerConfig>,
+        oauth: Option<ferry_shared::oauth2::OAuth2>,
+    ) -> Self {
+        let oauth = oauth.map(|cfg| crate::oauth::OAuth::new(cfg, &store));
         Self {
+            oauth,
             store,
             settings,
             worker_config,

@@ -38,6 +38,9 @@ pub struct Alive {
     /// The source's last poll, for a tenant that pulls its jobs (`null` for the others).
     #[serde(default)]
     pub source: Option<crate::source::SourceStatus>,
+    /// OAuth2 consent, for a tenant with `[oauth2]` (`null` for the others).
+    #[serde(default)]
+    pub oauth: Option<crate::oauth2::OAuthStatus>,
     /// When the last line was made at the target (since this api started).
     #[schema(format = DateTime)]
     pub last_delivery_at: Option<String>,
@@ -165,7 +168,12 @@ pub struct WorkerSwitch {
 /// `PUT /source/poll` and `POST /worker/source/wait`: polls asked for so far.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SourcePolls {
+    /// The latest ask's number: one more per ask, never lower after a restart of the api (it
+    /// starts from the api's start time in ms).
     pub requested: u64,
+    /// The number of the latest ask for a full resync (`PUT /source/poll?full=true`); 0: none.
+    #[serde(default)]
+    pub full: u64,
 }
 
 /// `PUT /kill`.

@@ -65,6 +65,9 @@ pub struct Settings {
     /// A pulled source (LibCal), for tenants that fetch their jobs; its worker runs it.
     #[serde(default)]
     pub source: Option<crate::source::SourceConfig>,
+    /// OAuth2 for a target or source that accepts only it (the api keeps its tokens).
+    #[serde(default)]
+    pub oauth2: Option<crate::oauth2::OAuth2Config>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -169,6 +172,25 @@ impl Settings {
         self.data_dir.join(self.slug().as_str())
     }
 
+    /// `[oauth2]` resolved, if the tenant has it; refused when the target or source needs it
+    /// and it is missing. `port` gives the default redirect URI.
+    pub fn resolve_oauth2(
+        &self,
+        port: u16,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<crate::oauth2::OAuth2>, String> {
+        let needs = self.target.as_ref().is_some_and(|t| t.uses_oauth2())
+            || matches!(
+                self.source,
+                Some(crate::source::SourceConfig::Teamleader(_))
+            );
+        match &self.oauth2 {
+            Some(o) => o.resolve(port, env).map(Some),
+            None if needs => Err("[oauth2] is required: the target or source uses OAuth2".into()),
+            None => Ok(None),
+        }
+    }
+
     /// The token the worker protocol requires: its own, or else the api key.
     pub fn worker_secret(&self) -> Option<&Secret<String>> {
         self.worker_token.as_ref().or(self.api_key.as_ref())
@@ -196,7 +218,7 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
             continue;
         };
         let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-        let free_form = matches!(path[0].as_str(), "target" | "source");
+        let free_form = matches!(path[0].as_str(), "target" | "source" | "oauth2");
         set_path(table, &path, raw, free_form);
     }
 }

@@ -85,6 +85,10 @@ pub struct ErrorBody {
 /// | `SHUTTING_DOWN` | 503 | the api is stopping |
 /// | `STORE_UNAVAILABLE` | 503 | the store failed (the api stops to be restarted) or is closed |
 /// | `DISK_FULL` | 503 | the disk is full: nothing was stored; intake resumes by itself when space comes back |
+/// | `KEY_CONFLICT` | 409 | a page of records' key is already used with other records |
+/// | `NO_OAUTH` | 404 | the tenant has no `[oauth2]` (or no consent step: client credentials) |
+/// | `OAUTH_CONSENT_REQUIRED` | 409 | no usable OAuth2 token: a person must consent at `/oauth/start` |
+/// | `OAUTH_PROVIDER_UNAVAILABLE` | 503 | the OAuth2 provider could not be reached or failed; try again |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
@@ -113,10 +117,14 @@ pub enum ErrorCode {
     ShuttingDown,
     StoreUnavailable,
     DiskFull,
+    KeyConflict,
+    NoOauth,
+    OauthConsentRequired,
+    OauthProviderUnavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::ValidationFailed,
         ErrorCode::MalformedJson,
         ErrorCode::InvalidBody,
@@ -142,6 +150,10 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::StoreUnavailable,
         ErrorCode::DiskFull,
+        ErrorCode::KeyConflict,
+        ErrorCode::NoOauth,
+        ErrorCode::OauthConsentRequired,
+        ErrorCode::OauthProviderUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -171,6 +183,10 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::StoreUnavailable => "STORE_UNAVAILABLE",
             ErrorCode::DiskFull => "DISK_FULL",
+            ErrorCode::KeyConflict => "KEY_CONFLICT",
+            ErrorCode::NoOauth => "NO_OAUTH",
+            ErrorCode::OauthConsentRequired => "OAUTH_CONSENT_REQUIRED",
+            ErrorCode::OauthProviderUnavailable => "OAUTH_PROVIDER_UNAVAILABLE",
         }
     }
 }

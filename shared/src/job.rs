@@ -5,6 +5,7 @@ use utoipa::ToSchema;
 
 use crate::Secret;
 pub use crate::booking::Booking;
+pub use crate::records::{Records, RecordsView};
 
 /// A job's public id: a UUID v7, so ids sort by creation time (the queue listing relies on it).
 #[derive(
@@ -122,15 +123,18 @@ pub enum JobKind {
     OrderLine,
     /// A LibCal room booking: a visitor pre-registration in PassagePoint.
     Booking,
+    /// A page of records from a source (Teamleader), upserted into a database.
+    Records,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 2] = [JobKind::OrderLine, JobKind::Booking];
+    pub const ALL: [JobKind; 3] = [JobKind::OrderLine, JobKind::Booking, JobKind::Records];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::OrderLine => "order_line",
             JobKind::Booking => "booking",
+            JobKind::Records => "records",
         }
     }
 
@@ -139,6 +143,7 @@ impl JobKind {
         match self {
             JobKind::OrderLine => "uniqueid",
             JobKind::Booking => "bookId",
+            JobKind::Records => "key",
         }
     }
 }
@@ -151,6 +156,7 @@ impl JobKind {
 pub enum Payload {
     OrderLine(OrderLine),
     Booking(Booking),
+    Records(Records),
 }
 
 impl Payload {
@@ -158,6 +164,7 @@ impl Payload {
         match self {
             Payload::OrderLine(_) => JobKind::OrderLine,
             Payload::Booking(_) => JobKind::Booking,
+            Payload::Records(_) => JobKind::Records,
         }
     }
 
@@ -166,6 +173,7 @@ impl Payload {
         match self {
             Payload::OrderLine(o) => &o.uniqueid,
             Payload::Booking(b) => &b.book_id,
+            Payload::Records(r) => &r.key,
         }
     }
 
@@ -175,6 +183,7 @@ impl Payload {
         match (self, other) {
             (Payload::OrderLine(a), Payload::OrderLine(b)) => a.differences(b),
             (Payload::Booking(a), Payload::Booking(b)) => a.differences(b),
+            (Payload::Records(a), Payload::Records(b)) => a.differences(b),
             _ => vec!["kind"],
         }
     }
@@ -196,6 +205,12 @@ impl Payload {
                 &b.email,
                 b.primary_id.as_deref().unwrap_or(""),
             ],
+            Payload::Records(r) => {
+                return [r.key.as_str(), r.resource.as_str()]
+                    .into_iter()
+                    .chain(r.ids())
+                    .any(|f| f.to_lowercase().contains(needle));
+            }
         };
         fields.iter().any(|f| f.to_lowercase().contains(needle))
     }
@@ -213,6 +228,7 @@ impl Payload {
                 username: o.username.clone(),
             }),
             Payload::Booking(b) => PayloadView::Booking(b.clone()),
+            Payload::Records(r) => PayloadView::Records(r.view()),
         }
     }
 }
@@ -287,20 +303,22 @@ pub enum PayloadView {
     OrderLine(OrderView),
     /// A booking has no secret: people see it whole.
     Booking(Booking),
+    /// Records: which ones, not their contents.
+    Records(RecordsView),
 }
 
 impl PayloadView {
     pub fn order(&self) -> Option<&OrderView> {
         match self {
             PayloadView::OrderLine(o) => Some(o),
-            PayloadView::Booking(_) => None,
+            _ => None,
         }
     }
 
     pub fn booking(&self) -> Option<&Booking> {
         match self {
             PayloadView::Booking(b) => Some(b),
-            PayloadView::OrderLine(_) => None,
+            _ => None,
         }
     }
 
@@ -317,6 +335,7 @@ impl PayloadView {
                 "{} {} at {} from {}",
                 b.first_name, b.last_name, b.lid, b.from_date
             ),
+            PayloadView::Records(r) => format!("{} {}", r.count, r.resource),
         }
     }
 }
@@ -379,6 +398,7 @@ impl JobView {
         match &self.payload {
             PayloadView::OrderLine(o) => &o.uniqueid,
             PayloadView::Booking(b) => &b.book_id,
+            PayloadView::Records(r) => &r.key,
         }
     }
 }

@@ -96,6 +96,15 @@ pub enum Outcome {
         reason_code: String,
         reason_text: String,
     },
+    /// Nothing the job can do will help until something outside it changes (a person must give
+    /// OAuth2 consent again): back to `placed` without spending an attempt, until `after_ms`
+    /// (at most an hour) or until the api learns it changed.
+    Wait {
+        reason_code: String,
+        reason_text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_ms: Option<u64>,
+    },
 }
 
 /// What the attempt looked like on the wire, for the job log.

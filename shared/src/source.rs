@@ -26,6 +26,44 @@ use crate::target::{http_base_url, inline_or_env};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SourceConfig {
     Libcal(LibcalConfig),
+    Teamleader(TeamleaderConfig),
+}
+
+/// `kind = "teamleader"`: records of Teamleader Focus copied incrementally, with the tenant's
+/// `[oauth2]` tokens.
+///
+/// ```toml
+/// [source]
+/// kind = "teamleader"
+/// base_url = "https://api.focus.teamleader.eu"
+/// resources = ["companies", "contacts", "deals", "invoices", "users", "departments"]
+/// every_secs = 300
+/// page_size = 100
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamleaderConfig {
+    pub base_url: String,
+    #[serde(default = "default_resources")]
+    pub resources: Vec<String>,
+    #[serde(default = "default_every_secs")]
+    pub every_secs: u64,
+    /// Records per page asked of Teamleader (at most 100), and per job.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+}
+
+fn default_resources() -> Vec<String> {
+    [
+        "companies",
+        "contacts",
+        "deals",
+        "invoices",
+        "users",
+        "departments",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,6 +113,21 @@ fn default_page_size() -> u32 {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Source {
     Libcal(Libcal),
+    Teamleader(Teamleader),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Teamleader {
+    pub base_url: String,
+    pub resources: Vec<String>,
+    pub every_secs: u64,
+    pub page_size: u32,
+}
+
+/// Whether `name` can be a Teamleader resource (and so part of a table name): 1 to 30
+/// lower-case letters or `_`.
+pub fn valid_resource(name: &str) -> bool {
+    (1..=30).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -99,6 +152,7 @@ impl std::fmt::Debug for Source {
                 "Libcal({}, client {}, ***, locations {:?}, every {} s)",
                 l.base_url, l.client_id, l.locations, l.every_secs
             ),
+            Source::Teamleader(t) => t.fmt(f),
         }
     }
 }
@@ -107,12 +161,30 @@ impl SourceConfig {
     pub fn kind_name(&self) -> &'static str {
         match self {
             SourceConfig::Libcal(_) => "libcal",
+            SourceConfig::Teamleader(_) => "teamleader",
         }
     }
 
     /// Checks the config and resolves `*_env` secrets from `env`; errors name the key.
     pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Source, String> {
-        let SourceConfig::Libcal(c) = self;
+        let c = match self {
+            SourceConfig::Libcal(c) => c,
+            SourceConfig::Teamleader(t) => {
+                let base_url = http_base_url(&t.base_url, "source.base_url")?;
+                if t.resources.is_empty() || !t.resources.iter().all(|r| valid_resource(r)) {
+                    return Err("source.resources must name Teamleader resources (companies, contacts, ...)".into());
+                }
+                if t.every_secs == 0 || !(1..=100).contains(&t.page_size) {
+                    return Err("source.every_secs must be positive, page_size 1 to 100".into());
+                }
+                return Ok(Source::Teamleader(Teamleader {
+                    base_url,
+                    resources: t.resources.clone(),
+                    every_secs: t.every_secs,
+                    page_size: t.page_size,
+                }));
+            }
+        };
         let base_url = http_base_url(&c.base_url, "source.base_url")?;
         let client_secret = inline_or_env(
             &c.client_secret,
@@ -159,6 +231,11 @@ pub struct SourceStatus {
     pub bookings_seen: u64,
     /// Of those, the ones the api placed as new.
     pub bookings_new: u64,
+    /// Records the last poll read (a `teamleader` source), and of those, the ones in new jobs.
+    #[serde(default)]
+    pub records_seen: u64,
+    #[serde(default)]
+    pub records_new: u64,
     /// Polls since the worker started, and how many failed.
     pub polls: u64,
     pub polls_failed: u64,
@@ -183,7 +260,10 @@ primary_id_pattern = "^G[0-9]{8}$"
         let cfg: SourceConfig = toml::from_str(CONFIG).unwrap();
         let Source::Libcal(l) = cfg
             .resolve(|v| (v == "LIBCAL_SECRET").then(|| "s3cret".into()))
-            .unwrap();
+            .unwrap()
+        else {
+            panic!("a libcal source")
+        };
         assert_eq!(l.base_url, "https://gwu.libcal.com");
         assert_eq!((l.every_secs, l.days, l.page_size), (300, 1, 100));
         assert_eq!(l.statuses, ["Confirmed", "Mediated Approved"]);

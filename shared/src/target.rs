@@ -17,6 +17,7 @@ pub enum TargetConfig {
     ErpRest(ErpRestConfig),
     ErpBrowser(ErpBrowserConfig),
     Passagepoint(PassagePointConfig),
+    Postgres(PostgresConfig),
 }
 
 impl TargetConfig {
@@ -25,6 +26,7 @@ impl TargetConfig {
             TargetConfig::ErpRest(_) => "erp_rest",
             TargetConfig::ErpBrowser(_) => "erp_browser",
             TargetConfig::Passagepoint(_) => "passagepoint",
+            TargetConfig::Postgres(_) => "postgres",
         }
     }
 
@@ -33,6 +35,7 @@ impl TargetConfig {
         match self {
             TargetConfig::ErpRest(_) | TargetConfig::ErpBrowser(_) => &[JobKind::OrderLine],
             TargetConfig::Passagepoint(_) => &[JobKind::Booking],
+            TargetConfig::Postgres(_) => &[JobKind::Records],
         }
     }
 
@@ -41,8 +44,13 @@ impl TargetConfig {
     pub fn maps_location(&self, lid: u64) -> Option<bool> {
         match self {
             TargetConfig::Passagepoint(p) => Some(p.destination(lid).is_some()),
-            TargetConfig::ErpRest(_) | TargetConfig::ErpBrowser(_) => None,
+            _ => None,
         }
+    }
+
+    /// Whether it sends OAuth2 bearer tokens (and so needs the tenant's `[oauth2]`).
+    pub fn uses_oauth2(&self) -> bool {
+        matches!(self, TargetConfig::ErpRest(c) if matches!(c.auth, AuthConfig::Oauth2))
     }
 
     /// Resolves a relative recipe path against the directory of the config file that named it.
@@ -143,6 +151,82 @@ pub enum AuthConfig {
     },
     /// Basic auth with the job's own `username` and `password` (as the legacy client sends them).
     Job,
+    /// A bearer token from the tenant's `[oauth2]`, which the api keeps fresh.
+    Oauth2,
+}
+
+/// `kind = "postgres"`: records upserted into a table per resource (`<table_prefix><resource>`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgresql://user:password@host:port/database` (or `url_env` naming a variable with it).
+    #[serde(default)]
+    pub url: Option<Secret<String>>,
+    #[serde(default)]
+    pub url_env: Option<String>,
+    #[serde(default = "default_table_prefix")]
+    pub table_prefix: String,
+    /// Connections at most.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    #[serde(default = "default_pg_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_table_prefix() -> String {
+    "teamleader_".into()
+}
+fn default_pool_size() -> u32 {
+    4
+}
+fn default_pg_timeout_ms() -> u64 {
+    10_000
+}
+
+/// A `postgres` target as the worker receives it (`Debug` hides the URL, which holds a password).
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Postgres {
+    pub url: String,
+    pub table_prefix: String,
+    pub pool_size: u32,
+    pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Postgres(***, tables {}*, pool {})",
+            self.table_prefix, self.pool_size
+        )
+    }
+}
+
+impl PostgresConfig {
+    fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Postgres, String> {
+        let url = inline_or_env(&self.url, &self.url_env, "target.url", &env)?;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err("target.url must start with postgresql:// or postgres://".into());
+        }
+        let p = &self.table_prefix;
+        if p.len() > 30
+            || !p
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+            || p.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err("target.table_prefix must be at most 30 lower-case letters, digits or _, not starting with a digit".into());
+        }
+        if self.pool_size == 0 || self.timeout_ms == 0 {
+            return Err("target.pool_size and target.timeout_ms must be positive".into());
+        }
+        Ok(Postgres {
+            url,
+            table_prefix: p.clone(),
+            pool_size: self.pool_size,
+            timeout_ms: self.timeout_ms,
+        })
+    }
 }
 
 fn default_method() -> String {
@@ -179,6 +263,7 @@ pub enum Target {
     ErpRest(ErpRest),
     ErpBrowser(ErpBrowser),
     Passagepoint(PassagePoint),
+    Postgres(Postgres),
 }
 
 /// An `erp_browser` target as the worker receives it: the recipe parsed, secrets resolved.
@@ -216,6 +301,7 @@ pub enum Auth {
     Basic { username: String, password: String },
     Bearer { token: String },
     Job,
+    Oauth2,
 }
 
 impl std::fmt::Debug for Auth {
@@ -225,6 +311,7 @@ impl std::fmt::Debug for Auth {
             Auth::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
             Auth::Bearer { .. } => f.write_str("Bearer(***)"),
             Auth::Job => f.write_str("Job"),
+            Auth::Oauth2 => f.write_str("Oauth2"),
         }
     }
 }
@@ -247,6 +334,7 @@ impl std::fmt::Debug for Target {
             Target::ErpRest(t) => t.fmt(f),
             Target::ErpBrowser(t) => t.fmt(f),
             Target::Passagepoint(t) => t.fmt(f),
+            Target::Postgres(t) => t.fmt(f),
         }
     }
 }
@@ -301,6 +389,7 @@ impl TargetConfig {
             TargetConfig::ErpRest(c) => c,
             TargetConfig::ErpBrowser(c) => return c.resolve(env).map(Target::ErpBrowser),
             TargetConfig::Passagepoint(p) => return p.resolve(env).map(Target::Passagepoint),
+            TargetConfig::Postgres(p) => return p.resolve(env).map(Target::Postgres),
         };
         let base_url = http_base_url(&c.base_url, "target.base_url")?;
         if !["GET", "POST", "PUT", "PATCH"].contains(&c.method.to_ascii_uppercase().as_str()) {
@@ -332,6 +421,7 @@ impl AuthConfig {
         Ok(match self {
             AuthConfig::None => Auth::None,
             AuthConfig::Job => Auth::Job,
+            AuthConfig::Oauth2 => Auth::Oauth2,
             AuthConfig::Basic {
                 username,
                 password,

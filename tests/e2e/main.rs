@@ -31,5 +31,7 @@ mod protocol;
 mod queue;
 /// Routing, auth, the command line, and PUT /kill.
 mod surface;
+/// OAuth2 consent and rotation, and the Teamleader → PostgreSQL sync, with a real PostgreSQL.
+mod teamleader;
 /// Stores written by the previous release open and keep working.
 mod upgrade;

@@ -111,6 +111,44 @@ impl ApiOptions {
             .env("ERP_PASSWORD", "oil-secret")
     }
 
+    /// OAuth2 against the Teamleader simulator of the `ferry-sim` at `sim` (authorization code),
+    /// written to `dir/oauth.toml` with `extra` appended (a `[target]`, a `[source]`).
+    pub fn oauth(self, sim: &str, dir: &std::path::Path, extra: &str) -> Self {
+        let config = dir.join("oauth.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[oauth2]\ngrant = \"authorization_code\"\nauthorize_url = \"{sim}/oauth2/authorize\"\n\
+                 token_url = \"{sim}/oauth2/access_token\"\nclient_id = \"ferry-tl\"\n\
+                 client_secret_env = \"TL_SECRET\"\n{extra}"
+            ),
+        )
+        .expect("oauth config");
+        self.env("FERRY_CONFIG", config.to_str().expect("utf-8 path"))
+            .env("TL_SECRET", "tl-secret")
+    }
+
+    /// A Teamleader → PostgreSQL tenant: the `teamleader` source polling the simulator at `sim`
+    /// every `every_secs` (pages of 20), the `postgres` target at `pg_url`.
+    pub fn teamleader(
+        self,
+        sim: &str,
+        pg_url: &str,
+        dir: &std::path::Path,
+        every_secs: u64,
+    ) -> Self {
+        self.oauth(
+            sim,
+            dir,
+            &format!(
+                "[source]\nkind = \"teamleader\"\nbase_url = \"{sim}\"\nevery_secs = {every_secs}\n\
+                 page_size = 20\n[target]\nkind = \"postgres\"\nurl_env = \"SYNC_DATABASE_URL\"\n\
+                 timeout_ms = 2000\n"
+            ),
+        )
+        .env("SYNC_DATABASE_URL", pg_url)
+    }
+
     pub fn key(mut self, key: &str) -> Self {
         self.api_key = Some(key.into());
         self.env("FERRY_API_KEY", key)

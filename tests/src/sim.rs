@@ -96,6 +96,37 @@ impl TestSim {
         self.get("/_sim/web").await
     }
 
+    /// Sets the Teamleader simulator's knobs (`access_ttl_secs`, `rate_limit`, `rate_window_ms`,
+    /// `fail_lists`, `expire_after_lists`, `list_delay_ms`, `revoke: true`).
+    pub async fn tl(&self, knobs: Value) {
+        self.post("/_sim/teamleader", &knobs).await;
+    }
+
+    /// The Teamleader simulator's `stats` (refreshes, refused and reused refresh tokens, 401s,
+    /// 429s, list calls, records listed), `records` per resource and `knobs`.
+    pub async fn tl_state(&self) -> Value {
+        self.get("/_sim/teamleader").await
+    }
+
+    /// Adds `count` records of `resource`, last changed a day ago (ids `<resource>-000000`...).
+    pub async fn tl_records(&self, resource: &str, count: usize) {
+        let body = json!({"resource": resource, "count": count});
+        self.post("/_sim/teamleader/records", &body).await;
+    }
+
+    /// Changes records now (their `version` goes up); answers them as they are now.
+    pub async fn tl_touch(&self, resource: &str, ids: &[&str]) -> Vec<Value> {
+        let resp = self
+            .http
+            .post(format!("{}/_sim/teamleader/touch", self.base()))
+            .json(&json!({"resource": resource, "ids": ids}))
+            .send()
+            .await
+            .expect("sim");
+        let body: Value = resp.json().await.expect("json");
+        body["touched"].as_array().cloned().unwrap_or_default()
+    }
+
     pub fn running(&mut self) -> bool {
         self.proc.running()
     }

@@ -13,6 +13,12 @@ use ferry_shared::source::SourceStatus;
 use ferry_shared::target::WorkerConfig;
 use serde::de::DeserializeOwned;
 
+/// What the intake routes answer, as far as a source needs it.
+#[derive(serde::Deserialize)]
+struct Placed {
+    new: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The api did not answer (down, restarting): try again later.
@@ -162,15 +168,36 @@ impl ApiClient {
 
     /// Places a booking with the api; answers whether it was new.
     pub async fn place_booking(&self, booking: &serde_json::Value) -> Result<bool, ClientError> {
-        #[derive(serde::Deserialize)]
-        struct Placed {
-            new: bool,
-        }
         let req = self
             .http
             .post(format!("{}/bookings", self.base))
             .json(booking);
         self.call::<Placed>(req, Duration::from_secs(30))
+            .await
+            .map(|p| p.new)
+    }
+
+    /// An OAuth2 access token; `stale` names one the target refused.
+    pub async fn oauth_token(
+        &self,
+        stale: Option<&str>,
+    ) -> Result<ferry_shared::oauth2::AccessToken, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/worker/oauth/token", self.base))
+            .json(&ferry_shared::oauth2::TokenAsk {
+                stale: stale.map(String::from),
+            });
+        self.call(req, Duration::from_secs(30)).await
+    }
+
+    /// Places a page of a source's records; answers whether it was new.
+    pub async fn place_records(&self, records: &serde_json::Value) -> Result<bool, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/worker/records", self.base))
+            .json(records);
+        self.call::<Placed>(req, Duration::from_secs(60))
             .await
             .map(|p| p.new)
     }

@@ -45,7 +45,7 @@ pub(super) async fn create_booking(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     const KIND: JobKind = JobKind::Booking;
-    let booking = read_intake(&state, KIND, &req, payload, parse_booking).await?;
+    let booking = read_intake(&state, KIND, &req, payload, super::MAX_BODY, parse_booking).await?;
     let book_id = booking.book_id.clone();
     let unmapped = state
         .settings

@@ -62,6 +62,7 @@ pub(super) async fn alive(state: web::Data<AppState>) -> HttpResponse {
         queue: counts(&state),
         oldest_waiting_s: oldest.map(|created| (now - created).max(0) / 1000),
         waiting_for: oldest.and_then(|_| state.why_waiting()).map(String::from),
+        oauth: state.oauth.as_ref().map(|o| o.status()),
         last_delivery_at: state.metrics.last_delivery_ms().map(ferry_shared::rfc3339),
         notes: state.notes(),
         source: state.settings.source.as_ref().map(|_| {
@@ -124,6 +125,14 @@ pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             .and_then(|_| state.source.status.lock().ok()?.clone()),
         store_health: state.store.health(),
         store_refusals: Health::REFUSALS.map(|h| (h, state.store.refused(h))),
+        oauth: state.oauth.as_ref().map(|o| {
+            use std::sync::atomic::Ordering::Relaxed;
+            (
+                o.status().needs_consent,
+                o.refreshes.load(Relaxed),
+                o.refresh_failures.load(Relaxed),
+            )
+        }),
         disk_free_bytes: Some(state.disk_free.load(std::sync::atomic::Ordering::Relaxed))
             .filter(|b| *b != u64::MAX),
         disk_low: state.disk_low().is_some(),

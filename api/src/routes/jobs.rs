@@ -51,7 +51,10 @@ pub(super) async fn create(
     const KIND: JobKind = JobKind::OrderLine;
     let workshop = &state.settings.workshop;
     let ParsedOrder { order, ignored } =
-        read_intake(&state, KIND, &req, payload, |b| parse_create(b, workshop)).await?;
+        read_intake(&state, KIND, &req, payload, super::MAX_BODY, |b| {
+            parse_create(b, workshop)
+        })
+        .await?;
     let uniqueid = order.uniqueid.clone();
     let outcome = state.store.create(Payload::OrderLine(order), None).await?;
     let words = IntakeWords {

@@ -9,7 +9,9 @@ mod bookings;
 mod control;
 mod health;
 mod jobs;
+mod oauth;
 mod openapi;
+mod records;
 mod source;
 mod state;
 mod worker;
@@ -82,6 +84,10 @@ pub fn table() -> Vec<ApiRoute> {
         ApiRoute::new(source::__path_status, source::status),
         ApiRoute::new(state::__path_get_state, state::get_state),
         ApiRoute::new(state::__path_put_state, state::put_state),
+        ApiRoute::new(records::__path_create_records, records::create_records),
+        ApiRoute::new(oauth::__path_start, oauth::start),
+        ApiRoute::new(oauth::__path_callback, oauth::callback),
+        ApiRoute::new(oauth::__path_token, oauth::token),
     ]
 }
 
@@ -207,6 +213,7 @@ where
 pub(crate) async fn json_body(
     req: &HttpRequest,
     payload: web::Payload,
+    limit: usize,
 ) -> Result<web::Bytes, ApiError> {
     let content_type = req
         .headers()
@@ -222,7 +229,7 @@ pub(crate) async fn json_body(
             "the body must be JSON (Content-Type: application/json), not '{content_type}'"
         )));
     }
-    read_body(payload, MAX_BODY).await
+    read_body(payload, limit).await
 }
 
 /// A body of at most `limit` bytes; a larger one answers 413.
@@ -244,6 +251,7 @@ pub(crate) async fn read_intake<T>(
     kind: JobKind,
     req: &HttpRequest,
     payload: web::Payload,
+    limit: usize,
     parse: impl FnOnce(&[u8]) -> Result<T, ferry_shared::validate::CreateError>,
 ) -> Result<T, ApiError> {
     use ferry_shared::validate::CreateError;
@@ -255,7 +263,7 @@ pub(crate) async fn read_intake<T>(
         return Err(refused(ApiError::ShuttingDown));
     }
     check_kind(state, kind).map_err(refused)?;
-    let body = json_body(req, payload).await.map_err(refused)?;
+    let body = json_body(req, payload, limit).await.map_err(refused)?;
     parse(&body).map_err(|e| {
         refused(match e {
             CreateError::Malformed(detail) => ApiError::BadRequest {

@@ -12,6 +12,8 @@ use ferry_shared::envelope::{ErrorCode, Failure, Success};
 use ferry_shared::protocol::{MAX_WAIT_MS, SourceWait};
 use ferry_shared::source::SourceStatus;
 use ferry_shared::strict::Object;
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::ok;
 use super::openapi::JsonBodyFailures;
@@ -28,29 +30,40 @@ fn no_source(state: &AppState) -> Result<(), ApiError> {
     }
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PollParams {
+    /// A full resync: every record again, not only those changed since the last poll (a
+    /// `teamleader` source; a `libcal` source always reads every booking).
+    full: Option<bool>,
+}
+
 /// Polls the source now.
 ///
-/// Asks the tenant's worker to poll its source (LibCal) at once instead of at its next tick.
-/// `/alive` shows the poll's outcome when it is done.
+/// Asks the tenant's worker to poll its source (LibCal, Teamleader) at once instead of at its
+/// next tick. `/alive` shows the poll's outcome when it is done.
 #[utoipa::path(
     put,
     path = "/source/poll",
     tag = "management",
+    params(PollParams),
     responses(
-        (status = 200, description = "Asked; `data.requested` counts the asks so far.", body = Success<SourcePolls>),
+        (status = 200, description = "Asked; `data.requested` is this ask's number.", body = Success<SourcePolls>),
         (status = 404, description = "`NO_SOURCE`: the tenant has no `[source]`.", body = Failure),
     ),
 )]
-pub(super) async fn poll(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn poll(
+    state: web::Data<AppState>,
+    params: web::Query<PollParams>,
+) -> Result<HttpResponse, ApiError> {
     no_source(&state)?;
-    let requested = state.source.requested.fetch_add(1, Ordering::Relaxed) + 1;
-    state.source.asked.notify_waiters();
+    let (requested, full) = state.source.ask(params.full.unwrap_or(false));
     let message = if state.worker_connected() {
         "asked the worker to poll now"
     } else {
         "asked; no worker is connected to poll"
     };
-    Ok(ok(StatusCode::OK, message, SourcePolls { requested }))
+    Ok(ok(StatusCode::OK, message, SourcePolls { requested, full }))
 }
 
 /// Waits for a poll to be asked for.
@@ -82,11 +95,16 @@ pub(super) async fn wait(
     loop {
         let asked = state.source.asked.notified();
         let requested = state.source.requested.load(Ordering::Relaxed);
+        let full = state.source.full.load(Ordering::Relaxed);
         if requested > seen
             || tokio::time::Instant::now() >= deadline
             || state.shutdown.is_stopping()
         {
-            return Ok(ok(StatusCode::OK, "polls asked", SourcePolls { requested }));
+            return Ok(ok(
+                StatusCode::OK,
+                "polls asked",
+                SourcePolls { requested, full },
+            ));
         }
         tokio::select! {
             _ = asked => {}

@@ -11,6 +11,7 @@
 //! | `f`    | status (1) · finished ms (8) · job id (16)| empty       | `created`/`error`/`cleared` |
 //! | `u`    | an order's uniqueid (utf-8)               | job id (16) | idempotency index, orders   |
 //! | `b`    | a booking's bookId (utf-8)                | job id (16) | idempotency index, bookings |
+//! | `r`    | a page of records' key (utf-8)            | job id (16) | idempotency index, records  |
 //! | `m`    | name                                      | `StoredMeta`| tenant meta                 |
 //! | `s`    | connector state key (utf-8)               |`StoredState`| tokens, id maps, cursors    |
 //!
@@ -27,6 +28,9 @@ pub const FINISHED: u8 = b'f';
 pub const UNIQUE: u8 = b'u';
 /// The idempotency index of bookings: a prefix of its own, so a bookId never meets a uniqueid.
 pub const UNIQUE_BOOKING: u8 = b'b';
+
+/// The idempotency index of a source's pages of records.
+pub const UNIQUE_RECORDS: u8 = b'r';
 
 /// Connector state: small values the worker keeps in the api (see `/worker/state`).
 pub const STATE: u8 = b's';
@@ -83,6 +87,7 @@ pub fn unique(kind: JobKind, key: &str) -> Vec<u8> {
     let prefix = match kind {
         JobKind::OrderLine => UNIQUE,
         JobKind::Booking => UNIQUE_BOOKING,
+        JobKind::Records => UNIQUE_RECORDS,
     };
     [&[prefix], key.as_bytes()].concat()
 }

@@ -37,6 +37,9 @@ pub const LEASE_EXPIRED: &str = "LEASE_EXPIRED";
 /// Expired leases handed back per command, so one command never grows without bound.
 const EXPIRE_CHUNK: usize = 1_000;
 const MAX_TEXT: usize = 1_000;
+/// A job that waits (`Outcome::Wait`) is looked at again after this long at most, should the
+/// api never learn that what held it is gone.
+const MAX_WAIT_MS: u64 = 3_600_000;
 
 /// Where a command's answer goes: each command has its own answer type, so the compiler checks
 /// that every command is answered with what its caller expects.
@@ -70,6 +73,8 @@ pub enum Command {
     /// Answers how many jobs were cleared.
     Clear(Answer<u64>),
     Retry(JobId, Answer<RetryOutcome>),
+    /// Makes every job waiting with this reason code due now; answers how many.
+    Wake(String, Answer<u64>),
     SetWorker(bool, Answer<()>),
     /// Lease nothing more (the api is stopping). Every lease before it is counted when it is
     /// answered, so whoever waits for in-flight jobs sees them all.
@@ -154,7 +159,7 @@ impl Command {
             Command::Lease { answer, .. } => no(answer, error),
             Command::Report { answer, .. } => no(answer, error),
             Command::Heartbeat { answer, .. } => no(answer, error),
-            Command::ExpireLeases(a) | Command::Clear(a) => no(a, error),
+            Command::ExpireLeases(a) | Command::Clear(a) | Command::Wake(_, a) => no(a, error),
             Command::Prune { answer, .. } => no(answer, error),
             Command::PutState { answer, .. } => no(answer, error),
             Command::PruneState { answer, .. } => no(answer, error),
@@ -338,6 +343,7 @@ impl Machine {
             Command::ExpireLeases(a) => Pending::new(a, self.run(|m, tx| m.expire(tx, now))),
             Command::Clear(a) => Pending::new(a, self.run(|m, tx| m.clear(tx, now))),
             Command::Retry(id, a) => Pending::new(a, self.run(|m, tx| m.retry(tx, id, now))),
+            Command::Wake(code, a) => Pending::new(a, self.run(|m, tx| m.wake(tx, &code, now))),
             Command::SetWorker(running, a) => Pending::new(
                 a,
                 self.run(|m, tx| {
@@ -618,6 +624,22 @@ impl Machine {
                     let (code, text) = (clip(&reason_code, 64), clip(&reason_text, MAX_TEXT));
                     self.retry_or_give_up(tx, job, now, code, text, after_ms, note(String::new()))
                 }
+                Outcome::Wait {
+                    reason_code,
+                    reason_text,
+                    after_ms,
+                } => {
+                    let (code, text) = (clip(&reason_code, 64), clip(&reason_text, MAX_TEXT));
+                    let ms = after_ms.unwrap_or(MAX_WAIT_MS).min(MAX_WAIT_MS);
+                    let msg = format!("waiting: {code}: {text}; this attempt not counted");
+                    self.transition(tx, job, now, note(msg), |j| {
+                        j.status = Status::Placed;
+                        j.attempts = j.attempts.saturating_sub(1);
+                        j.due_ms = Some(now + ms as i64);
+                        j.reason_code = Some(code);
+                        j.reason_text = Some(text);
+                    })
+                }
                 Outcome::Failed {
                     reason_code,
                     reason_text,
@@ -755,6 +777,30 @@ impl Machine {
                 });
                 n += 1;
             }
+        }
+        Ok(n)
+    }
+
+    /// Jobs that wait (`Outcome::Wait`) with `code` become due now: what held them is gone.
+    fn wake(&mut self, tx: &mut Tx, code: &str, now: i64) -> Result<u64, StoreError> {
+        let prefix = keys::index_prefix(Status::Placed);
+        let ids = scan_ids(
+            &*self.kv,
+            &keys::upto(Status::Placed, now),
+            &keys::prefix_end(&prefix),
+            usize::MAX,
+        )?;
+        let mut n = 0;
+        for id in ids {
+            let Some(job) = self
+                .load(id)?
+                .filter(|j| j.status == Status::Placed && j.reason_code.as_deref() == Some(code))
+            else {
+                continue;
+            };
+            let note = Note::says(format!("{code} no longer holds it: due now"));
+            self.transition(tx, job, now, note, |j| j.due_ms = Some(now));
+            n += 1;
         }
         Ok(n)
     }

@@ -436,6 +436,12 @@ impl Store {
         self.call(|a| Command::Retry(id, a)).await
     }
 
+    /// Makes every job waiting with `reason_code` due now; answers how many.
+    pub async fn wake(&self, reason_code: &str) -> Result<u64, StoreError> {
+        let code = reason_code.to_string();
+        self.call(|a| Command::Wake(code, a)).await
+    }
+
     /// Writes connector state if its version is still `expect` (0: absent); `None` deletes it.
     pub async fn put_state(
         &self,

@@ -5,9 +5,12 @@
 use std::time::{Duration, Instant};
 
 use ferry_shared::job::{OrderLine, Payload};
+use ferry_shared::oauth2::OAUTH_CONSENT_REQUIRED;
 use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome};
 use ferry_shared::target::ErpRest;
 use serde_json::Value;
+
+use super::auth::AuthError;
 
 /// Characters of the target's answer kept in the job log.
 const EXCERPT_CHARS: usize = 300;
@@ -29,6 +32,8 @@ pub enum Answer {
     },
     Timeout(String),
     Unreachable(String),
+    /// No credentials to send (an OAuth2 token the api could not give).
+    NoAuth(super::auth::AuthError),
 }
 
 impl ErpRestConnector {
@@ -52,6 +57,7 @@ impl ErpRestConnector {
                 detail.excerpt = (!body.is_empty()).then(|| excerpt(body));
             }
             Answer::Timeout(e) | Answer::Unreachable(e) => detail.excerpt = Some(excerpt(e)),
+            Answer::NoAuth(e) => detail.excerpt = Some(excerpt(&e.to_string())),
         }
         (classify(&answer, &self.cfg.id_pointer), detail)
     }
@@ -71,11 +77,31 @@ impl ErpRestConnector {
         for (name, value) in &self.cfg.headers {
             req = req.header(name, fill(value, order, false));
         }
-        req = super::auth::apply(req, &self.cfg.auth, super::auth::job_credentials(order));
-        let resp = match req.send().await {
+        // Kept to send again with a new token should the target refuse this one.
+        let again = matches!(self.cfg.auth, ferry_shared::target::Auth::Oauth2)
+            .then(|| req.try_clone())
+            .flatten();
+        let job = super::auth::job_credentials(order);
+        let oauth = Some(&*self.ctx.oauth);
+        let (req, sent) = match super::auth::apply(req, &self.cfg.auth, job, oauth).await {
+            Ok(r) => r,
+            Err(e) => return Answer::NoAuth(e),
+        };
+        let mut resp = match req.send().await {
             Ok(r) => r,
             Err(e) => return transport(e),
         };
+        // An OAuth2 token refused: once more with a new one (the api refreshes it).
+        if let (401, Some(sent), Some(again)) = (resp.status().as_u16(), sent, again) {
+            let token = match self.ctx.oauth.refused(&sent).await {
+                Ok(t) => t,
+                Err(e) => return Answer::NoAuth(e),
+            };
+            resp = match again.bearer_auth(token).send().await {
+                Ok(r) => r,
+                Err(e) => return transport(e),
+            };
+        }
         let status = resp.status().as_u16();
         let retry_after_ms = resp
             .headers()
@@ -129,6 +155,16 @@ pub fn classify(answer: &Answer, id_pointer: &str) -> Outcome {
                 format!("cannot reach the ERP: {e}"),
                 None,
             );
+        }
+        Answer::NoAuth(AuthError::ConsentRequired(e)) => {
+            return Outcome::Wait {
+                reason_code: OAUTH_CONSENT_REQUIRED.into(),
+                reason_text: e.clone(),
+                after_ms: None,
+            };
+        }
+        Answer::NoAuth(e @ AuthError::Unavailable(_)) => {
+            return retry("OAUTH_UNAVAILABLE", e.to_string(), None);
         }
         Answer::Http {
             status,
@@ -288,6 +324,11 @@ mod tests {
                 ..
             } => ("retry", reason_code.as_str(), *after_ms),
             Outcome::Failed { reason_code, .. } => ("failed", reason_code.as_str(), None),
+            Outcome::Wait {
+                reason_code,
+                after_ms,
+                ..
+            } => ("wait", reason_code.as_str(), *after_ms),
         }
     }
 
@@ -314,6 +355,14 @@ mod tests {
             (
                 Answer::Unreachable("refused".into()),
                 ("retry", "ERP_UNREACHABLE", None),
+            ),
+            (
+                Answer::NoAuth(AuthError::ConsentRequired("revoked".into())),
+                ("wait", "OAUTH_CONSENT_REQUIRED", None),
+            ),
+            (
+                Answer::NoAuth(AuthError::Unavailable("provider down".into())),
+                ("retry", "OAUTH_UNAVAILABLE", None),
             ),
             (
                 http(404, None, "no such worksheet"),

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod erp_browser;
 pub mod erp_rest;
 pub mod passagepoint;
+pub mod postgres;
 
 use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome};
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub enum Connector {
     ErpRest(erp_rest::ErpRestConnector),
     ErpBrowser(erp_browser::ErpBrowserConnector),
     Passagepoint(passagepoint::PassagePointConnector),
+    Postgres(postgres::PostgresConnector),
 }
 
 /// What every connector shares: one HTTP client for the target (its connection pool and TLS;
@@ -33,6 +35,8 @@ pub enum Connector {
 pub struct Ctx {
     pub http: reqwest::Client,
     pub api: ApiClient,
+    /// OAuth2 access tokens from the api, for a target whose `auth` is `oauth2`.
+    pub oauth: std::sync::Arc<auth::OAuthTokens>,
 }
 
 impl Ctx {
@@ -41,7 +45,8 @@ impl Ctx {
             .connect_timeout(connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Self { http, api })
+        let oauth = std::sync::Arc::new(auth::OAuthTokens::new(api.clone()));
+        Ok(Self { http, api, oauth })
     }
 }
 
@@ -60,6 +65,7 @@ impl Connector {
                 let ctx = Ctx::new(api, Duration::from_secs(5))?;
                 Connector::Passagepoint(passagepoint::PassagePointConnector::new(cfg, ctx))
             }
+            Target::Postgres(cfg) => Connector::Postgres(postgres::PostgresConnector::new(cfg)),
         })
     }
 
@@ -68,6 +74,7 @@ impl Connector {
             Connector::ErpRest(c) => c.deliver(job).await,
             Connector::ErpBrowser(c) => c.deliver(job).await,
             Connector::Passagepoint(c) => c.deliver(job).await,
+            Connector::Postgres(c) => c.deliver(job).await,
         }
     }
 }

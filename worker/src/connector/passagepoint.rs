@@ -500,7 +500,7 @@ mod tests {
             Ok(id) => format!("ok {id}"),
             Err(Outcome::Retry { reason_code, .. }) => format!("retry {reason_code}"),
             Err(Outcome::Failed { reason_code, .. }) => format!("failed {reason_code}"),
-            Err(Outcome::Created { .. }) => unreachable!(),
+            Err(Outcome::Created { .. } | Outcome::Wait { .. }) => unreachable!(),
         };
         let table = [
             (http(200, r#"{"data":[{"id":"PR-1"}]}"#), "ok PR-1"),

@@ -9,9 +9,13 @@
 //!   (the line is made, then the answer is an error). `DELETE /_sim/faults` clears them.
 //! - `PUT /_sim/worksheets/{ws}/missing` makes a worksheet answer 404.
 //! - `GET /_sim/lines[?worksheet=]` lists the lines with a count of duplicated references.
-//! - `--basic user:pass` requires basic auth.
+//! - `--basic user:pass` requires basic auth; `--oauth` a bearer token from the Teamleader
+//!   simulator.
 //! - A web ERP under `/web`, for the `erp_browser` connector: see `web_erp.rs`.
+//! - Teamleader Focus (OAuth2 and `<resource>.list`), for the `teamleader` source: see
+//!   `teamleader.rs`.
 
+mod teamleader;
 mod web_erp;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -39,6 +43,9 @@ struct Cli {
     /// Require basic auth with these credentials (`user:pass`).
     #[arg(long, value_name = "USER:PASS")]
     basic: Option<String>,
+    /// Require an OAuth2 bearer token issued by the Teamleader simulator (`/oauth2/...`).
+    #[arg(long)]
+    oauth: bool,
     /// actix-web worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -75,6 +82,9 @@ struct Erp {
 struct Sim {
     erp: Mutex<Erp>,
     basic: Option<String>,
+    /// The Teamleader simulator; with `--oauth`, also the issuer of the ERP's bearer tokens.
+    tl: Mutex<teamleader::Teamleader>,
+    oauth: bool,
 }
 
 /// A body that fails at once: the client sees the connection break mid-answer.
@@ -97,6 +107,9 @@ impl MessageBody for Broken {
 }
 
 fn authorized(sim: &Sim, req: &HttpRequest) -> bool {
+    if sim.oauth {
+        return sim.tl.lock().expect("lock").authorized(req);
+    }
     let Some(expected) = &sim.basic else {
         return true;
     };
@@ -269,6 +282,8 @@ async fn main() -> std::io::Result<()> {
     let sim = web::Data::new(Sim {
         erp: Mutex::default(),
         basic: cli.basic,
+        tl: Mutex::default(),
+        oauth: cli.oauth,
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -280,6 +295,7 @@ async fn main() -> std::io::Result<()> {
             .route("/_sim/lines", web::get().to(lines))
             .route("/_sim/count", web::get().to(count))
             .configure(web_erp::routes)
+            .configure(teamleader::routes)
     })
     .workers(cli.workers)
     .bind(("127.0.0.1", cli.port))?;

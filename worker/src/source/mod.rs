@@ -1,11 +1,15 @@
-//! Sources: a task beside the lease loop, for tenants that pull their jobs. The `libcal` source
-//! polls LibCal every `every_secs` (or at once when `PUT /source/poll` asks), keeps the bookings
-//! of the configured statuses, one per `bookId`, and places each with its own api
-//! (`POST /bookings`, idempotent, with the worker's token). It reports every poll to the api.
+//! Sources: a task beside the lease loop, for tenants that pull their jobs. Each polls every
+//! `every_secs` (or at once when `PUT /source/poll` asks) and reports every poll to the api.
 //!
-//! Unlike the integration it replaces, an error is never read as "no bookings": a poll whose
+//! The `libcal` source keeps the bookings of the configured statuses, one per `bookId`, and
+//! places each with its own api (`POST /bookings`, idempotent, with the worker's token). The
+//! `teamleader` source copies records changed since its cursors (see [`teamleader`]).
+//!
+//! Unlike the integrations they replace, an error is never read as "nothing new": a poll whose
 //! token, listing or answer fails is reported as failed (and retried at the next tick), and a
 //! booking without a usable primary id is placed anyway, to be kept in `error` by the api.
+
+pub mod teamleader;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -19,9 +23,24 @@ use crate::client::{ApiClient, ClientError};
 /// A token is fetched again this long before LibCal says it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
+/// One kind of source, polled by [`run`].
+enum Poller {
+    Libcal(LibcalClient),
+    Teamleader(teamleader::TeamleaderClient),
+}
+
 pub async fn run(source: Source, api: ApiClient, shutdown: CancellationToken) {
-    let Source::Libcal(cfg) = source;
-    let mut libcal = LibcalClient::new(cfg);
+    let (mut poller, every) = match source {
+        Source::Libcal(cfg) => {
+            let every = cfg.every_secs;
+            (Poller::Libcal(LibcalClient::new(cfg)), every)
+        }
+        Source::Teamleader(cfg) => {
+            let every = cfg.every_secs;
+            let client = teamleader::TeamleaderClient::new(cfg, api.clone());
+            (Poller::Teamleader(client), every)
+        }
+    };
     let mut status = SourceStatus::default();
     // Asks made before this worker started are not ours to answer.
     let mut seen = api
@@ -29,18 +48,30 @@ pub async fn run(source: Source, api: ApiClient, shutdown: CancellationToken) {
         .await
         .map(|p| p.requested)
         .unwrap_or(0);
+    let mut full = false;
     loop {
-        match libcal.poll(&api).await {
-            Ok((found, new)) => {
-                status.bookings_seen = found;
-                status.bookings_new = new;
-                status.last_error = None;
-                tracing::info!(found, new, "libcal polled");
-            }
+        let polled = match &mut poller {
+            Poller::Libcal(libcal) => tokio::select! {
+                r = libcal.poll(&api) => r.map(|(found, new)| {
+                    (status.bookings_seen, status.bookings_new) = (found, new);
+                    tracing::info!(found, new, "libcal polled");
+                }),
+                _ = shutdown.cancelled() => return,
+            },
+            Poller::Teamleader(tl) => tokio::select! {
+                r = tl.poll(&api, full) => r.map(|(read, new)| {
+                    (status.records_seen, status.records_new) = (read, new);
+                    tracing::info!(read, new, full, "teamleader polled");
+                }),
+                _ = shutdown.cancelled() => return,
+            },
+        };
+        match polled {
+            Ok(()) => status.last_error = None,
             Err(e) => {
                 status.polls_failed += 1;
                 status.last_error = Some(e.clone());
-                tracing::warn!(error = %e, "libcal poll failed; trying again at the next tick");
+                tracing::warn!(error = %e, "source poll failed; trying again at the next tick");
             }
         }
         status.polls += 1;
@@ -48,20 +79,25 @@ pub async fn run(source: Source, api: ApiClient, shutdown: CancellationToken) {
         if let Err(e) = api.source_status(&status).await {
             tracing::warn!(error = %e, "could not report the poll to the api");
         }
-        let tick = tokio::time::sleep(Duration::from_secs(libcal.cfg.every_secs));
+        let tick = tokio::time::sleep(Duration::from_secs(every));
+        full = false;
         tokio::select! {
             _ = tick => {}
-            asked = asked_after(&api, seen) => seen = asked,
+            (asked, full_at) = asked_after(&api, seen) => {
+                full = full_at > seen;
+                seen = asked;
+            }
             _ = shutdown.cancelled() => return,
         }
     }
 }
 
-/// Waits until the api has been asked for more polls than `seen`; answers the new count.
-async fn asked_after(api: &ApiClient, seen: u64) -> u64 {
+/// Waits until the api has been asked for a poll after ask number `seen`; answers the latest
+/// ask's number and that of the latest full resync.
+async fn asked_after(api: &ApiClient, seen: u64) -> (u64, u64) {
     loop {
         match api.source_wait(seen, 25_000).await {
-            Ok(p) if p.requested > seen => return p.requested,
+            Ok(p) if p.requested > seen => return (p.requested, p.full),
             // Nothing asked (the wait ran out, or the api is stopping and answered early).
             Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
