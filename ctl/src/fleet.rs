@@ -53,9 +53,12 @@ pub struct Tenant {
     pub api_key: Option<String>,
     #[serde(default)]
     pub target: Option<toml::Table>,
-    /// A library's `[source]` (LibCal), passed through like the target.
+    /// A `[source]` (LibCal, Teamleader), passed through like the target.
     #[serde(default)]
     pub source: Option<toml::Table>,
+    /// `[oauth2]`, for a target or source that takes only OAuth2, passed through likewise.
+    #[serde(default)]
+    pub oauth2: Option<toml::Table>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -270,6 +273,9 @@ async fn start(
     }
     if let Some(source) = &t.source {
         config.insert("source".into(), source.clone().into());
+    }
+    if let Some(oauth2) = &t.oauth2 {
+        config.insert("oauth2".into(), oauth2.clone().into());
     }
     let config_path = fleet.run_dir.join(format!("{slug}.toml"));
     write_private(&config_path, &config.to_string())?;

@@ -290,11 +290,16 @@ async fn a_full_sync_then_only_what_changed_and_a_full_resync_on_demand() {
     let s = poll(&t.api, false).await;
     assert_eq!(s["records_seen"], 0, "{s}");
 
-    // A full resync reads everything again and changes nothing.
+    // A full resync writes every record again: a row deleted by hand comes back.
+    t.pg.query(
+        "crm",
+        "delete from teamleader_companies where id = 'companies-000005'",
+    );
     let s = poll(&t.api, true).await;
     assert_eq!(s["records_seen"], total as u64, "{s}");
+    assert_eq!(s["records_new"], total as u64, "{s}");
     assert_eq!(s["last_error"], Value::Null);
-    all_synced(&t.pg, Duration::from_secs(10)).await;
+    all_synced(&t.pg, Duration::from_secs(20)).await;
     let (_, q) = t.api.get("/queue?status=error").await;
     assert_eq!(q["data"]["jobs"], json!([]), "{q}");
 }

@@ -49,6 +49,7 @@ pub struct PollParams {
     params(PollParams),
     responses(
         (status = 200, description = "Asked; `data.requested` is this ask's number.", body = Success<SourcePolls>),
+        (status = 400, description = "`INVALID_QUERY`: `full` is not `true` or `false`.", body = Failure),
         (status = 404, description = "`NO_SOURCE`: the tenant has no `[source]`.", body = Failure),
     ),
 )]

@@ -48,7 +48,8 @@ pub async fn run(source: Source, api: ApiClient, shutdown: CancellationToken) {
         .await
         .map(|p| p.requested)
         .unwrap_or(0);
-    let mut full = false;
+    // The number of the ask for a full resync this poll answers, if it does.
+    let mut full = None;
     loop {
         let polled = match &mut poller {
             Poller::Libcal(libcal) => tokio::select! {
@@ -61,7 +62,7 @@ pub async fn run(source: Source, api: ApiClient, shutdown: CancellationToken) {
             Poller::Teamleader(tl) => tokio::select! {
                 r = tl.poll(&api, full) => r.map(|(read, new)| {
                     (status.records_seen, status.records_new) = (read, new);
-                    tracing::info!(read, new, full, "teamleader polled");
+                    tracing::info!(read, new, full = full.is_some(), "teamleader polled");
                 }),
                 _ = shutdown.cancelled() => return,
             },
@@ -80,11 +81,11 @@ pub async fn run(source: Source, api: ApiClient, shutdown: CancellationToken) {
             tracing::warn!(error = %e, "could not report the poll to the api");
         }
         let tick = tokio::time::sleep(Duration::from_secs(every));
-        full = false;
+        full = None;
         tokio::select! {
             _ = tick => {}
             (asked, full_at) = asked_after(&api, seen) => {
-                full = full_at > seen;
+                full = (full_at > seen).then_some(full_at);
                 seen = asked;
             }
             _ = shutdown.cancelled() => return,

@@ -7,7 +7,8 @@
 //!   server's clock (`Date`) at the first answer of the pass, less a second, so a record changed
 //!   while the pass pages along is read again next time rather than missed; and it moves only
 //!   after every page of the pass is acknowledged by the api, so a crash re-reads, never skips.
-//!   A full resync (`PUT /source/poll?full=true`) reads without `updated_since`.
+//!   A full resync (`PUT /source/poll?full=true`) reads without `updated_since`, and its pages'
+//!   keys name the resync, so every record is written again (rows deleted by hand come back).
 //! - **Rate limit**: Teamleader allows 200 calls a minute per client. The source reads
 //!   `X-RateLimit-Remaining` and `X-RateLimit-Reset` on every answer and, with nothing left,
 //!   waits until the reset before its next call; a 429 waits likewise and tries the same page
@@ -53,8 +54,9 @@ impl TeamleaderClient {
         }
     }
 
-    /// One pass over every resource; answers the records read and how many were in new jobs.
-    pub async fn poll(&mut self, api: &ApiClient, full: bool) -> Result<(u64, u64), String> {
+    /// One pass over every resource (`full`: a full resync, the number of the ask for it);
+    /// answers the records read and how many were in new jobs.
+    pub async fn poll(&mut self, api: &ApiClient, full: Option<u64>) -> Result<(u64, u64), String> {
         let (mut read, mut new) = (0, 0);
         for resource in self.cfg.resources.clone() {
             let (r, n) = self
@@ -71,7 +73,7 @@ impl TeamleaderClient {
         &mut self,
         api: &ApiClient,
         resource: &str,
-        full: bool,
+        full: Option<u64>,
     ) -> Result<(u64, u64), String> {
         let key = format!("teamleader:cursor:{resource}");
         let cursor = api
@@ -79,9 +81,10 @@ impl TeamleaderClient {
             .await
             .map_err(|e| format!("reading the cursor: {e}"))?;
         let since = match full {
-            true => None,
-            false => cursor.value["since"].as_str().map(String::from),
+            Some(_) => None,
+            None => cursor.value["since"].as_str().map(String::from),
         };
+        let tag = full.map(|ask| format!("full{ask}"));
         let (mut read, mut new, mut next_since) = (0, 0, None);
         for page in 1u32.. {
             let mut body = json!({ "page": { "size": self.cfg.page_size, "number": page } });
@@ -96,7 +99,7 @@ impl TeamleaderClient {
             });
             let short = items.len() < self.cfg.page_size as usize;
             read += items.len() as u64;
-            new += place(api, resource, items).await?;
+            new += place(api, resource, tag.as_deref(), items).await?;
             if short {
                 break;
             }
@@ -231,17 +234,25 @@ fn parse_reset(v: &str) -> Option<DateTime<Utc>> {
 
 /// Places a page's records with the api (split while too large for one job); answers how many
 /// were in new jobs.
-async fn place(api: &ApiClient, resource: &str, records: Vec<Value>) -> Result<u64, String> {
+async fn place(
+    api: &ApiClient,
+    resource: &str,
+    tag: Option<&str>,
+    records: Vec<Value>,
+) -> Result<u64, String> {
     if records.is_empty() {
         return Ok(0);
     }
-    let body =
-        json!({ "key": page_key(resource, &records), "resource": resource, "records": records });
+    let key = match tag {
+        Some(t) => format!("{t}:{}", page_key(resource, &records)),
+        None => page_key(resource, &records),
+    };
+    let body = json!({ "key": key, "resource": resource, "records": records });
     if records.len() > 1 && body.to_string().len() > MAX_JOB_BYTES {
         let mut first = records;
         let second = first.split_off(first.len() / 2);
-        return Ok(Box::pin(place(api, resource, first)).await?
-            + Box::pin(place(api, resource, second)).await?);
+        return Ok(Box::pin(place(api, resource, tag, first)).await?
+            + Box::pin(place(api, resource, tag, second)).await?);
     }
     match api.place_records(&body).await {
         Ok(true) => Ok(records.len() as u64),
