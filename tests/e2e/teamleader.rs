@@ -508,3 +508,27 @@ async fn the_worker_killed_mid_sync_leaves_every_record_present_exactly_once() {
     assert_eq!(ids, "300|300|companies-000000|companies-000299");
     assert_eq!(t.api.alive().await["queue"]["error"], 0);
 }
+
+#[tokio::test]
+async fn a_database_that_refuses_the_records_fails_their_jobs_saying_why() {
+    let t = sync_tenant().await;
+    // The configured database is gone: PostgreSQL answers, and refuses.
+    t.pg.query("postgres", "drop database crm");
+    consent(&t.api, &t.sim).await;
+    let failed = eventually("records jobs in error", Duration::from_secs(30), || async {
+        let (_, q) = t.api.get("/queue?status=error").await;
+        let jobs = q["data"]["jobs"].as_array()?.clone();
+        (!jobs.is_empty()).then_some(jobs)
+    })
+    .await;
+    let job = &failed[0];
+    assert_eq!(job["reason_code"], "POSTGRES_REJECTED", "{job}");
+    assert!(
+        job["reason_text"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{job}"
+    );
+    assert_eq!(job["attempts"], 1, "refused once, not retried: {job}");
+}

@@ -126,10 +126,11 @@ impl PostgresConnector {
             .pool
             .as_ref()
             .map_err(|e| PgError::Rejected(e.clone()))?;
-        let client = pool
-            .get()
-            .await
-            .map_err(|e| PgError::Unavailable(chain(&e)))?;
+        let client = pool.get().await.map_err(|e| match e {
+            // The server answered: a wrong database or password is refused, not waited out.
+            deadpool_postgres::PoolError::Backend(e) => PgError::from(e),
+            other => PgError::Unavailable(chain(&other)),
+        })?;
         self.ensure_table(&client, table, resource).await?;
         // One row per id (the latest), as one statement may not touch a row twice.
         let mut latest: HashMap<&str, (&str, &serde_json::Value)> = HashMap::new();
@@ -156,8 +157,19 @@ impl PostgresConnector {
              updated_at = EXCLUDED.updated_at, synced_at = now() \
              WHERE \"{table}\".updated_at <= EXCLUDED.updated_at"
         );
-        let statement = client.prepare_cached(&sql).await?;
-        Ok(client.execute(&statement, &[&ids, &data, &at]).await?)
+        let run = async {
+            let statement = client.prepare_cached(&sql).await?;
+            client.execute(&statement, &[&ids, &data, &at]).await
+        };
+        match run.await {
+            Ok(n) => Ok(n),
+            // Dropped by someone since it was made: made again by the next attempt.
+            Err(e) if e.code().is_some_and(|c| c.code() == "42P01") => {
+                self.tables.lock().await.remove(table);
+                Err(PgError::Unavailable(chain(&e)))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn ensure_table(
