@@ -532,3 +532,58 @@ async fn a_database_that_refuses_the_records_fails_their_jobs_saying_why() {
     );
     assert_eq!(job["attempts"], 1, "refused once, not retried: {job}");
 }
+
+#[tokio::test]
+async fn client_credentials_need_no_consent_and_a_missing_oauth2_is_named_at_check() {
+    let sim = TestSim::with_args(&["--oauth"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "workshop = \"Bennys Auto\"\n[oauth2]\ngrant = \"client_credentials\"\n\
+             token_url = \"{sim}/oauth2/access_token\"\nclient_id = \"ferry-cc\"\n\
+             client_secret_env = \"TL_SECRET\"\n[target]\nkind = \"erp_rest\"\n\
+             base_url = \"{sim}\"\nauth = {{ kind = \"oauth2\" }}\n",
+            sim = sim.base()
+        ),
+    )
+    .unwrap();
+    let path = config.to_str().unwrap();
+    let api = TestApi::with(
+        ApiOptions::default()
+            .env("FERRY_CONFIG", path)
+            .env("TL_SECRET", "tl-secret"),
+    )
+    .await;
+    let _worker = TestWorker::start(&api.base(), &[], &[]);
+    for id in ["cc-1", "cc-2", "cc-3"] {
+        api.create_ok(&ferry_tests::order(id)).await;
+    }
+    eventually("three lines", Duration::from_secs(20), || async {
+        (sim.lines().await["count"] == 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        stats(&sim).await["client_credentials"],
+        1,
+        "one token for every job"
+    );
+    let (status, body) = api.get("/oauth/start").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["code"], "NO_OAUTH");
+
+    // A teamleader source without [oauth2] is refused before anything starts.
+    let bare = dir.path().join("bare.toml");
+    std::fs::write(
+        &bare,
+        "workshop = \"Meemoo CRM\"\n[source]\nkind = \"teamleader\"\n\
+         base_url = \"https://api.focus.teamleader.eu\"\n[target]\nkind = \"postgres\"\n\
+         url = \"postgresql://ferry@127.0.0.1/crm\"\n",
+    )
+    .unwrap();
+    let args = ["--config", bare.to_str().unwrap(), "--check-config"];
+    let (status, out) = ferry_tests::run_to_end("ferry-api", &args, &[]);
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("[oauth2] is required"), "{out}");
+}
