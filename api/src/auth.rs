@@ -42,13 +42,23 @@ pub async fn require_key(
     next.call(req).await
 }
 
-/// Health, metrics and the API's own description need no key: they hold no tenant data. Nor
+/// Health, metrics, the API's own description and the dashboard's files need no key: they hold
+/// no tenant data (the dashboard reads through the other routes, with the key). Nor
 /// does consent: `/oauth/start` only leads to the provider's sign-in, and the provider sends a
 /// person's browser back to `/oauth/callback`, which checks its single-use `state`.
 fn is_open(path: &str) -> bool {
     matches!(
         path,
-        "/alive" | "/metrics" | "/openapi.json" | "/docs" | "/oauth/start" | "/oauth/callback"
+        "/alive"
+            | "/metrics"
+            | "/openapi.json"
+            | "/docs"
+            | "/oauth/start"
+            | "/oauth/callback"
+            | "/"
+            | "/ui"
+            | "/ui/app.js"
+            | "/ui/app.css"
     ) || path.starts_with("/docs/")
 }
 

@@ -36,6 +36,18 @@ pub struct Metrics {
     latency_count: AtomicU64,
     latency_sum_ms: AtomicU64,
     target_errors: Mutex<BTreeMap<String, u64>>,
+    /// Reported outcomes per minute, the last hour's (the dashboard's chart).
+    minutes: Mutex<std::collections::VecDeque<Minute>>,
+}
+
+/// What was reported in one minute: jobs created, ended in `error`, and sent back to wait.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct Minute {
+    /// The minute's start, ms since the epoch.
+    pub at_ms: i64,
+    pub created: u64,
+    pub failed: u64,
+    pub retried: u64,
 }
 
 /// One report item as the metrics count it: outcome (created, retry, failed), reason, duration.
@@ -107,6 +119,50 @@ impl Metrics {
             .collect()
     }
 
+    /// Counts a report's outcome in its minute, by the status it left the job in.
+    fn minute(&self, status: Option<ferry_shared::job::Status>) {
+        use ferry_shared::job::Status;
+        let Ok(mut minutes) = self.minutes.lock() else {
+            return;
+        };
+        let at_ms = ferry_shared::now_ms() / 60_000 * 60_000;
+        if minutes.back().is_none_or(|m| m.at_ms != at_ms) {
+            minutes.push_back(Minute {
+                at_ms,
+                ..Minute::default()
+            });
+            while minutes.len() > 60 {
+                minutes.pop_front();
+            }
+        }
+        if let Some(m) = minutes.back_mut() {
+            match status {
+                Some(Status::Created) => m.created += 1,
+                Some(Status::Error) => m.failed += 1,
+                _ => m.retried += 1,
+            }
+        }
+    }
+
+    /// The last hour's minutes, oldest first, every minute present (empty ones as zeros).
+    pub fn last_hour(&self) -> Vec<Minute> {
+        let now = ferry_shared::now_ms() / 60_000 * 60_000;
+        let kept = self.minutes.lock().map(|m| m.clone()).unwrap_or_default();
+        (0..60)
+            .rev()
+            .map(|back| {
+                let at_ms = now - back * 60_000;
+                kept.iter()
+                    .find(|m| m.at_ms == at_ms)
+                    .copied()
+                    .unwrap_or(Minute {
+                        at_ms,
+                        ..Minute::default()
+                    })
+            })
+            .collect()
+    }
+
     /// Counts the accepted results of a report.
     pub fn reported(&self, summary: Vec<Reported>, acks: &[ReportAck]) {
         for (item, ack) in summary.into_iter().zip(acks) {
@@ -119,6 +175,7 @@ impl Metrics {
                 duration_ms,
             } = item;
             self.deliveries[slot].fetch_add(1, Ordering::Relaxed);
+            self.minute(ack.status);
             if slot == 0 {
                 let now = ferry_shared::now_ms().max(0) as u64;
                 self.last_delivery_ms.fetch_max(now, Ordering::Relaxed);

@@ -426,17 +426,27 @@ async fn stop(
     Ok("stopped")
 }
 
+/// The columns of `fleet status` and of the fleet page.
+pub const SURVEY: [&str; 8] = [
+    "TENANT",
+    "PORT",
+    "API",
+    "WORKER",
+    "QUEUE",
+    "ERROR",
+    "OLDEST WAITING",
+    "LAST DELIVERY",
+];
+
 pub async fn status(fleet: &Fleet, key: Option<&str>) -> anyhow::Result<()> {
-    let header = [
-        "TENANT",
-        "PORT",
-        "API",
-        "WORKER",
-        "QUEUE",
-        "ERROR",
-        "OLDEST WAITING",
-        "LAST DELIVERY",
-    ];
+    let rows = survey(fleet, key).await;
+    println!("{}", table::render(&SURVEY, &rows));
+    Ok(())
+}
+
+/// One row per tenant, [`SURVEY`]'s columns, from every active tenant's `/alive` (asked at
+/// once, a few dozen at a time).
+pub async fn survey(fleet: &Fleet, key: Option<&str>) -> Vec<Vec<String>> {
     let now = ferry_shared::now_ms();
     let mut rows = Vec::new();
     // Every tenant is asked at once (a few dozen at a time), in the file's order.
@@ -502,8 +512,7 @@ pub async fn status(fleet: &Fleet, key: Option<&str>) -> anyhow::Result<()> {
         }
         rows.push(row);
     }
-    println!("{}", table::render(&header, &rows));
-    Ok(())
+    rows
 }
 
 /// Milliseconds of an RFC 3339 time as the api writes it.

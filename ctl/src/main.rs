@@ -15,6 +15,7 @@ use serde::de::IgnoredAny;
     version,
     about = "Run a fleet of Ferry tenants, or operate one tenant's api.",
     after_help = "Examples:\n  ferryctl fleet up tenants.toml\n  ferryctl fleet status tenants.toml\n  \
+ferryctl fleet serve tenants.toml --port 8000\n  \
 ferryctl --api http://127.0.0.1:8001 queue --type error\n  \
 ferryctl --api http://127.0.0.1:8001 retry 01a20995-4339-75e8-964d-803da9537551\n\n\
 The API key comes from --key or FERRY_API_KEY."
@@ -39,13 +40,18 @@ struct Cli {
 enum Cmd {
     /// Start, stop or survey an api+worker pair for every active tenant of a tenants file.
     Fleet {
-        #[arg(value_parser = ["up", "down", "status"])]
+        /// `serve` answers a page listing every tenant's health, refreshed live, each linking to
+        /// its dashboard.
+        #[arg(value_parser = ["up", "down", "status", "serve"])]
         action: String,
         /// The tenants file (name, port, target, active per tenant).
         tenants: PathBuf,
         /// Where ferry-api and ferry-worker are [default: beside ferryctl].
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// `serve`: the port on 127.0.0.1 (0 picks a free one; the address is printed).
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
     },
     /// Jobs waiting or in flight (or in the given statuses), as a table.
     Queue {
@@ -107,11 +113,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             action,
             tenants,
             bin_dir,
+            port,
         } => {
             let f = fleet::Fleet::load(&tenants)?;
             match action.as_str() {
                 "up" => fleet::up(&f, &fleet::bin_dir(bin_dir), key).await,
                 "down" => fleet::down(&f, key).await,
+                "serve" => ferry_ctl::page::serve(f, key.map(String::from), port).await,
                 _ => fleet::status(&f, key).await,
             }
         }

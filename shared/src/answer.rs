@@ -137,6 +137,11 @@ pub struct QueuePage {
     pub length: u64,
     pub counts: Counts,
     pub jobs: Vec<JobView>,
+    /// On a first page with `q`: the job whose idempotency key (uniqueid, bookId, key) is
+    /// exactly `q`, found through its index however many jobs there are, when it passes the
+    /// filters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<JobView>,
     /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
 }

@@ -7,6 +7,8 @@
 mod bookings;
 /// The erp_browser connector in headless Chromium against the simulated web ERP.
 mod browser;
+/// The dashboard and the fleet page in headless Chromium.
+mod dashboard;
 /// The worker delivers to the simulated ERP: retries, faults, kills, two workers.
 mod delivery;
 /// The disk fills under intake and delivery: honest refusals, probes told, back by itself.

@@ -5,7 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use ferry_shared::answer::{Cleared, Desired, QueuePage, WorkerSwitch};
 use ferry_shared::envelope::{Failure, Success};
-use ferry_shared::job::{JobView, Status};
+use ferry_shared::job::{JobKind, JobView, Status};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -30,11 +30,22 @@ pub struct QueueParams {
     status: Option<String>,
     /// `task` (waiting and in flight) or `error`, as the original service had.
     #[serde(rename = "type")]
-    #[param(pattern = "^(task|error)$")]
-    kind: Option<String>,
-    /// Text to find in uniqueid, worksheet, product, username, reason or target reference
-    /// (ignoring case).
+    #[param(rename = "type", pattern = "^(task|error)$")]
+    list_type: Option<String>,
+    /// Text to find in uniqueid, bookId, worksheet, product, username, reason or target
+    /// reference (ignoring case).
     q: Option<String>,
+    /// Only jobs of this kind.
+    #[param(pattern = "^(order_line|booking|records)$")]
+    kind: Option<String>,
+    /// Only jobs whose reason code is exactly this (`ERP_WORKSHEET_NOT_FOUND`, say).
+    reason: Option<String>,
+    /// Only jobs made at or after this time (RFC 3339).
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// Only jobs made at or before this time (RFC 3339).
+    #[param(format = DateTime)]
+    until: Option<String>,
     /// Jobs per page.
     #[param(minimum = 1, maximum = 500, default = 100)]
     limit: Option<usize>,
@@ -42,8 +53,31 @@ pub struct QueueParams {
     cursor: Option<String>,
 }
 
+impl QueueParams {
+    /// The filters alone (the statuses are the caller's).
+    pub(super) fn filtering(
+        q: Option<String>,
+        kind: Option<String>,
+        reason: Option<String>,
+        since: Option<String>,
+        until: Option<String>,
+    ) -> Self {
+        Self {
+            status: None,
+            list_type: None,
+            q,
+            kind,
+            reason,
+            since,
+            until,
+            limit: None,
+            cursor: None,
+        }
+    }
+}
+
 fn statuses(p: &QueueParams) -> Result<Vec<Status>, ApiError> {
-    let by_type = match p.kind.as_deref() {
+    let by_type = match p.list_type.as_deref() {
         None | Some("task") => vec![Status::Placed, Status::Processing],
         Some("error") => vec![Status::Error],
         Some(other) => {
@@ -109,20 +143,36 @@ pub(super) async fn queue(
         ),
         None => None,
     };
+    let first_page = after.is_none();
+    let exact_key =
+        p.q.as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(String::from);
     let query = ListQuery {
         statuses: statuses.clone(),
         after,
         limit,
-        needle: p
-            .q
-            .map(|q| q.trim().to_lowercase())
-            .filter(|q| !q.is_empty()),
-        budget: crate::store::read::SCAN_BUDGET,
+        ..filters(&p)?
     };
     let st = state.clone();
-    let page = web::block(move || st.store.list(&query))
-        .await
-        .map_err(|_| ApiError::Store(crate::store::StoreError::Closed))??;
+    let (page, exact) = web::block(move || {
+        let page = st.store.list(&query)?;
+        let mut exact = None;
+        if let (true, Some(key)) = (first_page, exact_key) {
+            for kind in JobKind::ALL {
+                if let Some(j) = st.store.job_by_key(kind, &key)?
+                    && query.statuses.contains(&j.status)
+                    && query.admits(&j)
+                {
+                    exact = Some(j);
+                }
+            }
+        }
+        Ok::<_, crate::store::StoreError>((page, exact))
+    })
+    .await
+    .map_err(|_| ApiError::Store(crate::store::StoreError::Closed))??;
     let length: u64 = statuses.iter().map(|s| state.store.count(*s)).sum();
     let jobs: Vec<JobView> = page.jobs.iter().map(|j| state.view(j)).collect();
     Ok(ok(
@@ -132,9 +182,41 @@ pub(super) async fn queue(
             length,
             counts: counts(&state),
             jobs,
+            exact: exact.map(|j| state.view(&j)),
             next_cursor: page.next_cursor.map(|c| c.encode()),
         },
     ))
+}
+
+/// The filters `/queue` and `POST /jobs/retry` share: text, kind, reason code, time range.
+pub(super) fn filters(p: &QueueParams) -> Result<ListQuery, ApiError> {
+    let kind = match p.kind.as_deref().filter(|k| !k.is_empty()) {
+        None => None,
+        Some(k) => Some(
+            JobKind::ALL
+                .into_iter()
+                .find(|kind| kind.as_str() == k)
+                .ok_or_else(|| ApiError::field("kind", "must be order_line, booking or records"))?,
+        ),
+    };
+    let time = |name: &str, v: &Option<String>| match v.as_deref().filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(t) => ferry_shared::rfc3339_ms(t)
+            .map(Some)
+            .ok_or_else(|| ApiError::field(name, "must be an RFC 3339 date-time")),
+    };
+    Ok(ListQuery {
+        needle: p
+            .q
+            .as_deref()
+            .map(|q| q.trim().to_lowercase())
+            .filter(|q| !q.is_empty()),
+        kind,
+        reason: p.reason.clone().filter(|r| !r.is_empty()),
+        since_ms: time("since", &p.since)?,
+        until_ms: time("until", &p.until)?,
+        ..ListQuery::default()
+    })
 }
 
 fn names(statuses: &[Status]) -> String {

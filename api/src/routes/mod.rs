@@ -7,6 +7,7 @@
 mod artifacts;
 mod bookings;
 mod control;
+mod dashboard;
 mod health;
 mod jobs;
 mod oauth;
@@ -14,6 +15,7 @@ mod openapi;
 mod records;
 mod source;
 mod state;
+mod ui;
 mod worker;
 
 pub use artifacts::prune as prune_artifacts;
@@ -51,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         }))
         .configure(serve_table)
         .configure(openapi::configure)
+        .configure(ui::configure)
         .default_service(web::to(not_found));
 }
 
@@ -58,6 +61,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// itself and are not in it.)
 pub fn table() -> Vec<ApiRoute> {
     vec![
+        // Before `/jobs/{id}`, which would take `/jobs/retry` for a job's id.
+        ApiRoute::new(dashboard::__path_retry_matching, dashboard::retry_matching),
+        ApiRoute::new(dashboard::__path_stats, dashboard::stats),
         ApiRoute::new(jobs::__path_create, jobs::create),
         ApiRoute::new(jobs::__path_order_status, jobs::order_status),
         ApiRoute::new(jobs::__path_check_order_status, jobs::check_order_status),

@@ -474,6 +474,7 @@ pub async fn listing_pages_through_each_status_once(engine: Engine) {
                 limit: 2,
                 needle: None,
                 budget: super::read::SCAN_BUDGET,
+                ..ListQuery::default()
             })
             .unwrap();
         seen.extend(page.jobs.iter().map(|j| j.payload.key().to_string()));
@@ -491,6 +492,7 @@ pub async fn listing_pages_through_each_status_once(engine: Engine) {
             limit: 10,
             needle: Some("j6".into()),
             budget: super::read::SCAN_BUDGET,
+            ..ListQuery::default()
         })
         .unwrap();
     assert_eq!(found.jobs.len(), 1);
@@ -507,6 +509,7 @@ pub async fn listing_pages_through_each_status_once(engine: Engine) {
                 limit: 10,
                 needle: Some("j".into()),
                 budget: 3,
+                ..ListQuery::default()
             })
             .unwrap();
         pages += 1;

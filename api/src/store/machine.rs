@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use ferry_shared::job::{JobId, LeaseId, Payload, Status};
+use ferry_shared::job::{JobId, JobKind, LeaseId, Payload, Status};
 use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome, ReportAck, ReportItem};
 use ferry_shared::retry::{Decision, decide};
 use ferry_shared::rfc3339;
@@ -73,6 +73,8 @@ pub enum Command {
     /// Answers how many jobs were cleared.
     Clear(Answer<u64>),
     Retry(JobId, Answer<RetryOutcome>),
+    /// Retries each of these jobs still in `error`; answers how many.
+    RetryMany(Vec<JobId>, Answer<u64>),
     /// Makes every job waiting with this reason code due now; answers how many.
     Wake(String, Answer<u64>),
     SetWorker(bool, Answer<()>),
@@ -164,6 +166,7 @@ impl Command {
             Command::PutState { answer, .. } => no(answer, error),
             Command::PruneState { answer, .. } => no(answer, error),
             Command::Retry(_, a) => no(a, error),
+            Command::RetryMany(_, a) => no(a, error),
             Command::SetWorker(_, a) | Command::StopLeasing(a) | Command::Close(a) => no(a, error),
         }
     }
@@ -213,12 +216,16 @@ impl Note {
 struct Tx {
     batch: Batch,
     delta: [i64; 5],
+    /// Jobs kept, by kind (each holds its kind's idempotency key until pruned).
+    kinds: [i64; JobKind::ALL.len()],
 }
 
 pub struct Machine {
     kv: Arc<dyn Kv>,
     limits: Limits,
     counts: [u64; 5],
+    /// Jobs kept, by [`JobKind`]: the keys of each kind's idempotency index.
+    kinds: [u64; JobKind::ALL.len()],
     /// Which job each live lease belongs to (heartbeats name only the lease).
     leases: HashMap<LeaseId, JobId>,
     worker_running: bool,
@@ -241,6 +248,14 @@ impl Machine {
                 ControlFlow::Continue(())
             })?;
         }
+        let mut kinds = [0u64; JobKind::ALL.len()];
+        for kind in JobKind::ALL {
+            let prefix = keys::unique(kind, "");
+            kv.scan(&prefix, &keys::prefix_end(&prefix), &mut |_, _| {
+                kinds[kind as usize] += 1;
+                ControlFlow::Continue(())
+            })?;
+        }
         let mut leases = HashMap::new();
         let prefix = keys::index_prefix(Status::Processing);
         for id in scan_ids(&*kv, &prefix, &keys::prefix_end(&prefix), usize::MAX)? {
@@ -259,6 +274,7 @@ impl Machine {
             kv,
             limits,
             counts,
+            kinds,
             leases,
             worker_running,
             stopping: false,
@@ -270,6 +286,10 @@ impl Machine {
 
     pub fn counts(&self) -> [u64; 5] {
         self.counts
+    }
+
+    pub fn kinds(&self) -> [u64; JobKind::ALL.len()] {
+        self.kinds
     }
 
     pub fn worker_running(&self) -> bool {
@@ -343,6 +363,21 @@ impl Machine {
             Command::ExpireLeases(a) => Pending::new(a, self.run(|m, tx| m.expire(tx, now))),
             Command::Clear(a) => Pending::new(a, self.run(|m, tx| m.clear(tx, now))),
             Command::Retry(id, a) => Pending::new(a, self.run(|m, tx| m.retry(tx, id, now))),
+            Command::RetryMany(mut ids, a) => Pending::new(
+                a,
+                self.run(|m, tx| {
+                    // One write per job: a job named twice is retried once.
+                    ids.sort();
+                    ids.dedup();
+                    let mut n = 0;
+                    for id in ids {
+                        if matches!(m.retry(tx, id, now)?, RetryOutcome::Retried(_)) {
+                            n += 1;
+                        }
+                    }
+                    Ok(n)
+                }),
+            ),
             Command::Wake(code, a) => Pending::new(a, self.run(|m, tx| m.wake(tx, &code, now))),
             Command::SetWorker(running, a) => Pending::new(
                 a,
@@ -403,6 +438,9 @@ impl Machine {
         for (count, d) in self.counts.iter_mut().zip(tx.delta) {
             *count = count.saturating_add_signed(d);
         }
+        for (count, d) in self.kinds.iter_mut().zip(tx.kinds) {
+            *count = count.saturating_add_signed(d);
+        }
     }
 
     fn load(&self, id: JobId) -> Result<Option<Job>, StoreError> {
@@ -443,6 +481,7 @@ impl Machine {
         };
         tx.batch
             .put(keys::unique(kind, &key), job.id.as_bytes().to_vec());
+        tx.kinds[kind as usize] += 1;
         append_event(&mut job, None, Note::says("received"), now);
         if let Some(Refusal { code, text }) = refused {
             job.status = Status::Error;
@@ -853,6 +892,7 @@ impl Machine {
             let unique = keys::unique(job.kind(), job.payload.key());
             if self.get(&unique)?.as_deref() == Some(id.as_bytes().as_slice()) {
                 tx.batch.delete(unique);
+                tx.kinds[job.kind() as usize] -= 1;
             }
             tx.delta[job.status.index()] -= 1;
             n += 1;

@@ -187,6 +187,7 @@ impl Health {
 #[derive(Debug, Default)]
 pub struct Published {
     counts: [AtomicU64; 5],
+    kinds: [AtomicU64; ferry_shared::job::JobKind::ALL.len()],
     worker_running: AtomicBool,
     /// A [`Health`] as its index.
     health: AtomicU8,
@@ -436,6 +437,11 @@ impl Store {
         self.call(|a| Command::Retry(id, a)).await
     }
 
+    /// Retries each of `ids` still in `error`, in one write; answers how many.
+    pub async fn retry_many(&self, ids: Vec<JobId>) -> Result<u64, StoreError> {
+        self.call(|a| Command::RetryMany(ids, a)).await
+    }
+
     /// Makes every job waiting with `reason_code` due now; answers how many.
     pub async fn wake(&self, reason_code: &str) -> Result<u64, StoreError> {
         let code = reason_code.to_string();
@@ -512,6 +518,11 @@ impl Store {
     /// Jobs per status, in `Status::ALL` order, as of the last flush.
     pub fn counts(&self) -> [u64; 5] {
         std::array::from_fn(|i| self.published.counts[i].load(Ordering::Relaxed))
+    }
+
+    /// Jobs kept, by kind (indexed by `JobKind as usize`).
+    pub fn kinds(&self) -> [u64; ferry_shared::job::JobKind::ALL.len()] {
+        std::array::from_fn(|i| self.published.kinds[i].load(Ordering::Relaxed))
     }
 
     pub fn count(&self, st: Status) -> u64 {

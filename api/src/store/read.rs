@@ -150,8 +150,43 @@ pub struct ListQuery {
     pub limit: usize,
     /// Lower-case text to find in the job's searchable fields.
     pub needle: Option<String>,
+    /// Only jobs of this kind, with this reason code, made in this time range (ms, inclusive).
+    pub kind: Option<JobKind>,
+    pub reason: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
     /// Index entries to examine before answering with a cursor ([`SCAN_BUDGET`]).
     pub budget: usize,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            statuses: vec![Status::Placed, Status::Processing],
+            after: None,
+            limit: 100,
+            needle: None,
+            kind: None,
+            reason: None,
+            since_ms: None,
+            until_ms: None,
+            budget: SCAN_BUDGET,
+        }
+    }
+}
+
+impl ListQuery {
+    /// Whether `job` passes every filter but the status.
+    pub fn admits(&self, job: &Job) -> bool {
+        self.kind.is_none_or(|k| job.kind() == k)
+            && self
+                .reason
+                .as_deref()
+                .is_none_or(|r| job.reason_code.as_deref() == Some(r))
+            && self.since_ms.is_none_or(|s| job.created_ms >= s)
+            && self.until_ms.is_none_or(|u| job.created_ms <= u)
+            && self.needle.as_deref().is_none_or(|n| job.matches(n))
+    }
 }
 
 #[derive(Debug)]
@@ -183,9 +218,7 @@ pub fn list(kv: &dyn Kv, q: &ListQuery) -> Result<Page, StoreError> {
                 None => Ok(None),
             };
             match loaded {
-                Ok(Some(j))
-                    if j.status == st && q.needle.as_deref().is_none_or(|n| j.matches(n)) =>
-                {
+                Ok(Some(j)) if j.status == st && q.admits(&j) => {
                     found.push((k.to_vec(), st, j));
                 }
                 Ok(_) => {}

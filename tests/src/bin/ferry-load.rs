@@ -25,12 +25,22 @@ struct Cli {
     /// Prefix of the uniqueids (keep runs apart).
     #[arg(long, default_value = "load")]
     prefix: String,
+    /// The API key, if the api needs one.
+    #[arg(long, env = "FERRY_API_KEY")]
+    key: Option<String>,
 }
 
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let http = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = cli.key.as_deref().and_then(|k| k.parse().ok()) {
+        headers.insert("x-api-key", key);
+    }
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client");
     let next = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
