@@ -298,3 +298,59 @@ async fn the_fleet_page_lists_every_tenant_and_shows_the_one_that_is_down() {
         .unwrap();
     assert_eq!(json["tenants"].as_array().unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn a_job_page_shows_the_screenshot_its_failed_attempt_saved() {
+    let api = TestApi::start().await;
+    let b = TestBrowser::start().await;
+    // A real PNG, as the browser connector saves them: a page the ERP might have shown.
+    b.goto("data:text/html,<h1>Worksheet 558</h1><p>Lines</p><table><tr><td>10</td><td>5</td></tr></table>")
+        .await;
+    let png = b.client.screenshot().await.unwrap();
+    let placed = api.create_ok(&ferry_tests::order("shot-1")).await;
+    let id = placed["id"].as_str().unwrap().to_string();
+    let leased = api.lease("w-test", 1, 0, 25_000).await;
+    let lease_id = leased["jobs"][0]["lease_id"].clone();
+    let resp = api
+        .http
+        .put(format!(
+            "{}/worker/artifacts/{id}/attempt-1.png",
+            api.base()
+        ))
+        .header("content-type", "application/octet-stream")
+        .body(png)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    api.report(
+        "w-test",
+        serde_json::json!([{"job_id": id, "lease_id": lease_id,
+            "outcome": {"kind": "failed", "reason_code": "ERP_UI_CHANGED", "reason_text": "no #save"},
+            "detail": {"artifacts": ["attempt-1.png"], "duration_ms": 812}}]),
+    )
+    .await;
+
+    b.goto(&format!("{}/#/jobs/{id}", api.base())).await;
+    b.text_of("#job-status", "error").await;
+    b.text_of("#timeline", "ERP_UI_CHANGED").await;
+    let img = b.find("#timeline img.artifact").await;
+    let loaded = eventually("the screenshot drawn", Duration::from_secs(10), || async {
+        let w = b
+            .client
+            .execute(
+                "return arguments[0].naturalWidth;",
+                vec![serde_json::to_value(&img).unwrap()],
+            )
+            .await
+            .ok()?;
+        (w.as_u64()? > 0).then_some(w)
+    })
+    .await;
+    assert!(loaded.as_u64().unwrap() > 100);
+    b.screenshot("dashboard-job-screenshot").await;
+    no_errors(&b, "job with a screenshot").await;
+    // The operator retries it from its page.
+    b.click("#retry-one").await;
+    b.text_of("#job-status", "placed").await;
+}
