@@ -190,7 +190,7 @@ pub(super) async fn queue(
 
 /// The filters `/queue` and `POST /jobs/retry` share: text, kind, reason code, time range.
 pub(super) fn filters(p: &QueueParams) -> Result<ListQuery, ApiError> {
-    let kind = match p.kind.as_deref().filter(|k| !k.is_empty()) {
+    let kind = match p.kind.as_deref() {
         None => None,
         Some(k) => Some(
             JobKind::ALL
@@ -199,7 +199,7 @@ pub(super) fn filters(p: &QueueParams) -> Result<ListQuery, ApiError> {
                 .ok_or_else(|| ApiError::field("kind", "must be order_line, booking or records"))?,
         ),
     };
-    let time = |name: &str, v: &Option<String>| match v.as_deref().filter(|v| !v.is_empty()) {
+    let time = |name: &str, v: &Option<String>| match v.as_deref() {
         None => Ok(None),
         Some(t) => ferry_shared::rfc3339_ms(t)
             .map(Some)
