@@ -45,7 +45,8 @@ pub async fn require_key(
 /// Health, metrics, the API's own description and the dashboard's files need no key: they hold
 /// no tenant data (the dashboard reads through the other routes, with the key). Nor
 /// does consent: `/oauth/start` only leads to the provider's sign-in, and the provider sends a
-/// person's browser back to `/oauth/callback`, which checks its single-use `state`.
+/// person's browser back to `/oauth/callback`, which checks its single-use `state`; and a signed
+/// alert link (`/alerts/retry`) is its own proof.
 fn is_open(path: &str) -> bool {
     matches!(
         path,
@@ -59,6 +60,7 @@ fn is_open(path: &str) -> bool {
             | "/ui"
             | "/ui/app.js"
             | "/ui/app.css"
+            | "/alerts/retry"
     ) || path.starts_with("/docs/")
 }
 

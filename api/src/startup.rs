@@ -107,7 +107,15 @@ impl Application {
         let oauth = settings
             .resolve_oauth2(port, |var| std::env::var(var).ok())
             .map_err(StartupError::Target)?;
-        let state = web::Data::new(AppState::new(store, settings, worker_config, oauth));
+        let alerts = match &settings.alerts {
+            Some(cfg) => Some(
+                cfg.resolve(port, |var| std::env::var(var).ok())
+                    .and_then(crate::alerts::Alerter::new)
+                    .map_err(StartupError::Target)?,
+            ),
+            None => None,
+        };
+        let state = web::Data::new(AppState::new(store, settings, worker_config, oauth, alerts));
         let app_state = state.clone();
         let document = web::Data::new(routes::DocumentJson::default());
         let server = HttpServer::new(move || {
@@ -127,6 +135,7 @@ impl Application {
 
         shutdown::spawn(state.clone(), server.handle());
         spawn_maintenance(state.clone());
+        crate::alerts::spawn(state.clone());
         let c = state.store.counts();
         tracing::info!(
             tenant = %state.settings.workshop, %port, placed = c[0], processing = c[1],

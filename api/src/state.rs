@@ -21,6 +21,8 @@ pub struct SourceState {
     pub requested: std::sync::atomic::AtomicU64,
     /// The ask that was the latest full resync (0: none).
     pub full: std::sync::atomic::AtomicU64,
+    /// Polls reported failed in a row (0 after one that succeeded).
+    pub failed_in_row: std::sync::atomic::AtomicU64,
     /// Woken when a poll is asked for.
     pub asked: tokio::sync::Notify,
 }
@@ -31,6 +33,7 @@ impl Default for SourceState {
             status: Mutex::new(None),
             requested: AtomicU64::new(ferry_shared::now_ms().max(0) as u64),
             full: AtomicU64::new(0),
+            failed_in_row: AtomicU64::new(0),
             asked: tokio::sync::Notify::new(),
         }
     }
@@ -66,6 +69,8 @@ pub struct AppState {
     pub disk_free: AtomicU64,
     /// The tenant's OAuth2 tokens, when it has `[oauth2]`.
     pub oauth: Option<crate::oauth::OAuth>,
+    /// Alerts by e-mail, when it has `[alerts]`.
+    pub alerts: Option<crate::alerts::Alerter>,
 }
 
 impl AppState {
@@ -74,10 +79,12 @@ impl AppState {
         settings: Settings,
         worker_config: Option<WorkerConfig>,
         oauth: Option<ferry_shared::oauth2::OAuth2>,
+        alerts: Option<crate::alerts::Alerter>,
     ) -> Self {
         let oauth = oauth.map(|cfg| crate::oauth::OAuth::new(cfg, &store));
         Self {
             oauth,
+            alerts,
             store,
             settings,
             worker_config,

@@ -68,6 +68,9 @@ pub struct Settings {
     /// OAuth2 for a target or source that accepts only it (the api keeps its tokens).
     #[serde(default)]
     pub oauth2: Option<crate::oauth2::OAuth2Config>,
+    /// Who hears by e-mail of what goes wrong, and how often.
+    #[serde(default)]
+    pub alerts: Option<crate::alerts::AlertsConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -218,7 +221,7 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
             continue;
         };
         let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-        let free_form = matches!(path[0].as_str(), "target" | "source" | "oauth2");
+        let free_form = matches!(path[0].as_str(), "target" | "source" | "oauth2" | "alerts");
         set_path(table, &path, raw, free_form);
     }
 }

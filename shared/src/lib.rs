@@ -4,6 +4,7 @@
 //! Both binaries speak these types, so they live here; this crate depends on neither actix-web,
 //! sled nor reqwest (an Architecture Invariant), which keeps it cheap to build and easy to test.
 
+pub mod alerts;
 pub mod answer;
 pub mod booking;
 pub mod config;

@@ -3,6 +3,8 @@
 // A test that cannot unwrap should fail loudly.
 #![allow(clippy::unwrap_used)]
 
+/// Alerts by e-mail through a mail sink: batching, retries, the signed retry link.
+mod alerts;
 /// POST /bookings and GET /get_booking_status: booking jobs beside order lines.
 mod bookings;
 /// The erp_browser connector in headless Chromium against the simulated web ERP.

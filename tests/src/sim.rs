@@ -127,6 +127,32 @@ impl TestSim {
         body["touched"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The port of the mail sink (`--smtp-port`), once it listens.
+    pub fn smtp_port(&self) -> u16 {
+        let needle = "ferry-sim smtp listening on 127.0.0.1:";
+        for _ in 0..250 {
+            let out = self.proc.output();
+            if let Some(port) = out
+                .split(needle)
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|p| p.parse().ok())
+            {
+                return port;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the mail sink never listened: {}", self.proc.output());
+    }
+
+    /// What the mail sink took: `[{"from", "to": [...], "data"}]`.
+    pub async fn mail(&self) -> Vec<Value> {
+        self.get("/_sim/mail").await["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn running(&mut self) -> bool {
         self.proc.running()
     }

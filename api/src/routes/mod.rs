@@ -4,6 +4,7 @@
 //! is a `web::resource` (see [`route`]), so a wrong method answers 405 with `Allow` (the route
 //! macros would answer 404), and every answer is the envelope.
 
+mod alerts;
 mod artifacts;
 mod bookings;
 mod control;
@@ -54,6 +55,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(serve_table)
         .configure(openapi::configure)
         .configure(ui::configure)
+        .configure(alerts::configure)
         .default_service(web::to(not_found));
 }
 
@@ -64,6 +66,8 @@ pub fn table() -> Vec<ApiRoute> {
         // Before `/jobs/{id}`, which would take `/jobs/retry` for a job's id.
         ApiRoute::new(dashboard::__path_retry_matching, dashboard::retry_matching),
         ApiRoute::new(dashboard::__path_stats, dashboard::stats),
+        ApiRoute::new(alerts::__path_list, alerts::list),
+        ApiRoute::new(alerts::__path_test, alerts::test),
         ApiRoute::new(jobs::__path_create, jobs::create),
         ApiRoute::new(jobs::__path_order_status, jobs::order_status),
         ApiRoute::new(jobs::__path_check_order_status, jobs::check_order_status),

@@ -147,6 +147,9 @@ pub(super) async fn status(
     }
     if let Some(e) = &status.last_error {
         tracing::warn!(error = %e, polls_failed = status.polls_failed, "source poll failed");
+        state.source.failed_in_row.fetch_add(1, Ordering::Relaxed);
+    } else {
+        state.source.failed_in_row.store(0, Ordering::Relaxed);
     }
     if let Ok(mut kept) = state.source.status.lock() {
         *kept = Some(status.clone());

@@ -14,10 +14,12 @@ use crate::state::AppState;
 use crate::store::StateWrite;
 
 fn key(raw: &str) -> Result<String, ApiError> {
-    if raw.starts_with(crate::oauth::RESERVED_PREFIX) {
+    if raw.starts_with(crate::oauth::RESERVED_PREFIX)
+        || raw.starts_with(crate::alerts::RESERVED_PREFIX)
+    {
         return Err(ApiError::field(
             "key",
-            "keys under oauth2: are the api's own (POST /worker/oauth/token gives the token)",
+            "keys under oauth2: and alerts: are the api's own",
         ));
     }
     if valid_state_key(raw) {

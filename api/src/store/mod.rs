@@ -520,6 +520,17 @@ impl Store {
         std::array::from_fn(|i| self.published.counts[i].load(Ordering::Relaxed))
     }
 
+    /// Jobs of status `st` that finished in `(after_ms, until_ms]`, oldest first.
+    pub fn finished_between(
+        &self,
+        st: Status,
+        after_ms: i64,
+        until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        read::finished_between(&*self.kv.get(), st, after_ms, until_ms, limit)
+    }
+
     /// Jobs kept, by kind (indexed by `JobKind as usize`).
     pub fn kinds(&self) -> [u64; ferry_shared::job::JobKind::ALL.len()] {
         std::array::from_fn(|i| self.published.kinds[i].load(Ordering::Relaxed))

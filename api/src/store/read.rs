@@ -108,6 +108,36 @@ pub fn oldest_waiting_ms(kv: &dyn Kv) -> Result<Option<i64>, StoreError> {
     Ok(oldest)
 }
 
+/// Jobs of status `st` that finished after `after_ms` and at or before `until_ms`, oldest
+/// first, at most `limit`.
+pub fn finished_between(
+    kv: &dyn Kv,
+    st: Status,
+    after_ms: i64,
+    until_ms: i64,
+    limit: usize,
+) -> Result<Vec<Job>, StoreError> {
+    let mut ids = Vec::new();
+    kv.scan(
+        &keys::upto(st, after_ms),
+        &keys::upto(st, until_ms),
+        &mut |k, _| {
+            ids.extend(keys::trailing_id(k));
+            match ids.len() >= limit {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
+            }
+        },
+    )?;
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(j) = job(kv, id)?.filter(|j| j.status == st) {
+            jobs.push(j);
+        }
+    }
+    Ok(jobs)
+}
+
 /// Where a listing stopped: a status and the last index key it handed out. Opaque to clients:
 /// `<status>.<hex key>`.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,9 +12,11 @@
 //! - `--basic user:pass` requires basic auth; `--oauth` a bearer token from the Teamleader
 //!   simulator.
 //! - A web ERP under `/web`, for the `erp_browser` connector: see `web_erp.rs`.
+//! - A mail sink (`--smtp-port`) for alerts: see `smtp.rs`.
 //! - Teamleader Focus (OAuth2 and `<resource>.list`), for the `teamleader` source: see
 //!   `teamleader.rs`.
 
+mod smtp;
 mod teamleader;
 mod web_erp;
 
@@ -46,6 +48,9 @@ struct Cli {
     /// Require an OAuth2 bearer token issued by the Teamleader simulator (`/oauth2/...`).
     #[arg(long)]
     oauth: bool,
+    /// Also take mail on this port (SMTP; 0 picks a free one): see `smtp.rs`.
+    #[arg(long)]
+    smtp_port: Option<u16>,
     /// actix-web worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -285,9 +290,15 @@ async fn main() -> std::io::Result<()> {
         tl: Mutex::default(),
         oauth: cli.oauth,
     });
+    let sink = web::Data::new(smtp::Sink::default());
+    if let Some(port) = cli.smtp_port {
+        actix_web::rt::spawn(smtp::listen(port, sink.clone()));
+    }
     let server = HttpServer::new(move || {
         App::new()
             .app_data(sim.clone())
+            .app_data(sink.clone())
+            .route("/_sim/mail", web::get().to(smtp::mail))
             .route("/worksheets/{ws}/lines", web::post().to(add_line))
             .route("/_sim/faults", web::post().to(add_faults))
             .route("/_sim/faults", web::delete().to(clear_faults))
