@@ -503,7 +503,10 @@ pub fn compose(
         let _ = write!(html, "<p>{}</p>", escape(l));
     }
     if !jobs.is_empty() {
-        let _ = writeln!(text, "\nThe first {}:", jobs.len().min(LISTED));
+        let _ = match jobs.len() {
+            1 => writeln!(text, "\nThe job:"),
+            n => writeln!(text, "\nThe first {}:", n.min(LISTED)),
+        };
         html.push_str("<ul>");
         for j in jobs.iter().take(LISTED) {
             let link = format!("{base}#/jobs/{}", j.id);
@@ -535,16 +538,18 @@ pub fn compose(
         let ids: Vec<JobId> = jobs.iter().take(LINKED).map(|j| j.id).collect();
         let link = retry_link(a, &secret, &ids, now);
         let hours = a.cfg.expires_secs as f64 / 3600.0;
+        let these = match ids.len() {
+            1 => "Retry this job".to_string(),
+            n => format!("Retry these {n} jobs"),
+        };
         let _ = writeln!(
             text,
-            "\nRetry these {} jobs (asks first; good once, for {hours} hours):\n{link}",
-            ids.len()
+            "\n{these} (asks first; good once, for {hours} hours):\n{link}"
         );
         let _ = write!(
             html,
-            "<p><a href=\"{}\">Retry these {} jobs</a> (asks first; good once, for {hours} hours)</p>",
-            escape(&link),
-            ids.len()
+            "<p><a href=\"{}\">{these}</a> (asks first; good once, for {hours} hours)</p>",
+            escape(&link)
         );
     }
     let _ = writeln!(text, "\nThe dashboard: {base}");

@@ -114,6 +114,14 @@ impl Cli {
                     problem,
                 })?;
         }
+        if check && let Some(alerts) = &s.alerts {
+            alerts
+                .resolve(s.port, |var| std::env::var(var).ok())
+                .map_err(|problem| ConfigError::Invalid {
+                    key: "alerts",
+                    problem,
+                })?;
+        }
         Ok(s)
     }
 }

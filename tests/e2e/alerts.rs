@@ -312,3 +312,58 @@ async fn the_mail_server_down_then_up_loses_nothing_and_a_bad_address_fails_alon
         "nothing twice"
     );
 }
+
+#[tokio::test]
+async fn conditions_are_told_once_when_they_begin() {
+    let sim = TestSim::with_args(&["--smtp-port", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("alerts.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[target]\nkind = \"erp_rest\"\nbase_url = \"{}\"\n\
+             [alerts]\nto = [\"ops@example.org\"]\nfrom = \"ferry@example.org\"\n\
+             every_mins = 10\ncheck_secs = 0.2\n\
+             [alerts.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+             [[alerts.rules]]\nwhen = \"no_worker\"\nminutes = 0.01\n\
+             [[alerts.rules]]\nwhen = \"oldest_waiting\"\nminutes = 0.01\n",
+            sim.base(),
+            sim.smtp_port()
+        ),
+    )
+    .unwrap();
+    let api =
+        TestApi::with(ApiOptions::default().env("FERRY_CONFIG", config.to_str().unwrap())).await;
+    api.create_ok(&ferry_tests::order("nobody-takes-it")).await;
+    let subjects = eventually("both conditions told", Duration::from_secs(20), || async {
+        let subjects: Vec<String> = mail_for(&sim, "ops@example.org")
+            .await
+            .iter()
+            .filter_map(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("Subject:"))
+                    .map(String::from)
+            })
+            .collect();
+        (subjects.len() >= 2).then_some(subjects)
+    })
+    .await;
+    assert!(
+        subjects
+            .iter()
+            .any(|s| s.contains("no worker has been heard from")),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects
+            .iter()
+            .any(|s| s.contains("the oldest waiting job has waited")),
+        "{subjects:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        mail_for(&sim, "ops@example.org").await.len(),
+        2,
+        "once, not every check"
+    );
+}
