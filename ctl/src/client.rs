@@ -80,6 +80,10 @@ impl Api {
         self.call(reqwest::Method::PUT, path).await
     }
 
+    pub async fn post<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(reqwest::Method::POST, path).await
+    }
+
     /// Whether the api answers `/alive`.
     pub async fn is_up(&self) -> bool {
         self.get::<serde::de::IgnoredAny>("/alive").await.is_ok()

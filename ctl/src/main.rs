@@ -17,7 +17,8 @@ use serde::de::IgnoredAny;
     after_help = "Examples:\n  ferryctl fleet up tenants.toml\n  ferryctl fleet status tenants.toml\n  \
 ferryctl fleet serve tenants.toml --port 8000\n  \
 ferryctl --api http://127.0.0.1:8001 queue --type error\n  \
-ferryctl --api http://127.0.0.1:8001 retry 01a20995-4339-75e8-964d-803da9537551\n\n\
+ferryctl --api http://127.0.0.1:8001 retry 01a20995-4339-75e8-964d-803da9537551\n  \
+ferryctl --api http://127.0.0.1:8001 alerts test\n\n\
 The API key comes from --key or FERRY_API_KEY."
 )]
 struct Cli {
@@ -84,6 +85,12 @@ enum Cmd {
     StopWorker,
     /// Stop the tenant's api and worker gracefully.
     Kill,
+    /// `test`: mail a test message to the tenant's alert addresses and say whether each copy
+    /// went; `list`: every alert and what became of each copy.
+    Alerts {
+        #[arg(value_parser = ["test", "list"])]
+        action: String,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -92,6 +99,68 @@ async fn main() {
     if let Err(e) = run(cli).await {
         eprintln!("ferryctl: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// `ferryctl alerts test|list`.
+async fn alerts(api: &Api, action: &str) -> anyhow::Result<()> {
+    let copies = |alert: &serde_json::Value| -> Vec<Vec<String>> {
+        alert["recipients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+                vec![s("to"), s("status"), r["attempts"].to_string(), s("answer")]
+            })
+            .collect()
+    };
+    if action == "list" {
+        let data: serde_json::Value = api.get("/alerts").await?;
+        let mut rows = Vec::new();
+        for a in data["alerts"].as_array().into_iter().flatten() {
+            let when = a["created_ms"]
+                .as_i64()
+                .map(ferry_shared::rfc3339)
+                .unwrap_or_default();
+            for c in copies(a) {
+                let mut row = vec![when.clone(), a["subject"].as_str().unwrap_or("").into()];
+                row.extend(c);
+                rows.push(row);
+            }
+        }
+        let header = ["CREATED", "SUBJECT", "TO", "STATUS", "ATTEMPTS", "ANSWER"];
+        println!("{}", table::render(&header, &rows));
+        return Ok(());
+    }
+    let queued: serde_json::Value = api.post("/alerts/test").await?;
+    let id = queued["id"].as_str().unwrap_or("").to_string();
+    println!("test message queued; waiting for the mail server (up to 30 s)...");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let data: serde_json::Value = api.get("/alerts").await?;
+        let mine = data["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["id"] == id.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let rows = copies(&mine);
+        let settled = !rows.is_empty() && rows.iter().all(|r| r[1] != "pending");
+        if settled || std::time::Instant::now() > deadline {
+            println!(
+                "{}",
+                table::render(&["TO", "STATUS", "ATTEMPTS", "ANSWER"], &rows)
+            );
+            let sent = rows.iter().filter(|r| r[1] == "sent").count();
+            if sent < rows.len() {
+                anyhow::bail!("{} of {} copies sent", sent, rows.len());
+            }
+            println!("every copy sent");
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
 }
 
@@ -206,5 +275,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("stopping: the worker finishes and exits, then the api flushes and exits");
             Ok(())
         }
+        Cmd::Alerts { action } => alerts(&api, &action).await,
     }
 }

@@ -366,4 +366,22 @@ async fn conditions_are_told_once_when_they_begin() {
         2,
         "once, not every check"
     );
+
+    // Setting a tenant up: a test message, and whether it went.
+    let base = api.base();
+    let (status, out) =
+        ferry_tests::run_to_end("ferryctl", &["--api", &base, "alerts", "test"], &[]);
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("ops@example.org") && out.contains("every copy sent"),
+        "{out}"
+    );
+    let (status, out) =
+        ferry_tests::run_to_end("ferryctl", &["--api", &base, "alerts", "list"], &[]);
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("a test message") && out.contains("no worker"),
+        "{out}"
+    );
+    assert_eq!(mail_for(&sim, "ops@example.org").await.len(), 3);
 }
