@@ -29,6 +29,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::html::escape;
 use crate::state::AppState;
 use crate::store::{StateWrite, StoreError};
 
@@ -470,13 +471,6 @@ pub async fn secret(state: &AppState) -> Result<Vec<u8>, StoreError> {
         .await?;
     let (value, _) = state.store.state(SECRET_KEY)?;
     Ok(value.as_str().unwrap_or_default().as_bytes().to_vec())
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// A message's text and HTML, with a copy pending for each address.

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod auth;
 pub mod cli;
 pub mod error;
+pub mod html;
 pub mod metrics;
 pub mod oauth;
 pub mod routes;

@@ -88,6 +88,7 @@ pub struct ErrorBody {
 /// | `KEY_CONFLICT` | 409 | a page of records' key is already used with other records |
 /// | `NO_OAUTH` | 404 | the tenant has no `[oauth2]` (or no consent step: client credentials) |
 /// | `OAUTH_CONSENT_REQUIRED` | 409 | no usable OAuth2 token: a person must consent at `/oauth/start` |
+/// | `NO_ALERTS` | 404 | the tenant has no `[alerts]` |
 /// | `OAUTH_PROVIDER_UNAVAILABLE` | 503 | the OAuth2 provider could not be reached or failed; try again |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -121,10 +122,11 @@ pub enum ErrorCode {
     NoOauth,
     OauthConsentRequired,
     OauthProviderUnavailable,
+    NoAlerts,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::ValidationFailed,
         ErrorCode::MalformedJson,
         ErrorCode::InvalidBody,
@@ -154,6 +156,7 @@ impl ErrorCode {
         ErrorCode::NoOauth,
         ErrorCode::OauthConsentRequired,
         ErrorCode::OauthProviderUnavailable,
+        ErrorCode::NoAlerts,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -187,6 +190,7 @@ impl ErrorCode {
             ErrorCode::NoOauth => "NO_OAUTH",
             ErrorCode::OauthConsentRequired => "OAUTH_CONSENT_REQUIRED",
             ErrorCode::OauthProviderUnavailable => "OAUTH_PROVIDER_UNAVAILABLE",
+            ErrorCode::NoAlerts => "NO_ALERTS",
         }
     }
 }

@@ -12,12 +12,13 @@ use utoipa::ToSchema;
 use super::ok;
 use crate::alerts::{Alerter, Record, verify};
 use crate::error::ApiError;
+use crate::html::{escape, page};
 use crate::state::AppState;
 use crate::store::StateWrite;
 
 fn alerter(state: &AppState) -> Result<&Alerter, ApiError> {
     state.alerts.as_ref().ok_or_else(|| ApiError::NotFound {
-        code: ErrorCode::NotFound,
+        code: ErrorCode::NoAlerts,
         detail: "this tenant has no [alerts] configured".into(),
     })
 }
@@ -37,7 +38,7 @@ pub struct AlertList {
     tag = "operators",
     responses(
         (status = 200, description = "The messages, newest first.", body = Success<AlertList>),
-        (status = 404, description = "`NOT_FOUND`: the tenant has no `[alerts]`.", body = Failure),
+        (status = 404, description = "`NO_ALERTS`: the tenant has no `[alerts]`.", body = Failure),
     ),
 )]
 pub(super) async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -66,7 +67,7 @@ pub struct TestQueued {
     tag = "operators",
     responses(
         (status = 202, description = "Queued; it is sent at once.", body = Success<TestQueued>),
-        (status = 404, description = "`NOT_FOUND`: the tenant has no `[alerts]`.", body = Failure),
+        (status = 404, description = "`NO_ALERTS`: the tenant has no `[alerts]`.", body = Failure),
     ),
 )]
 pub(super) async fn test(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -93,25 +94,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(confirm))
             .route(web::post().to(act)),
     );
-}
-
-fn page(status: StatusCode, title: &str, body: &str) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type("text/html; charset=utf-8")
-        .insert_header(("Cache-Control", "no-store"))
-        .insert_header(("Referrer-Policy", "no-referrer"))
-        .insert_header(("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"))
-        .body(format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Ferry: {title}</title></head>\
-             <body style=\"font-family:sans-serif;max-width:44rem;margin:2rem auto\"><h1>{title}</h1>{body}</body></html>\n"
-        ))
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// Why a link does not act: a title and a sentence for its page.

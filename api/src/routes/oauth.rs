@@ -122,26 +122,11 @@ pub(super) async fn callback(
             (status, "Not connected", e.to_string())
         }
     };
-    Ok(HttpResponse::build(status)
-        .content_type("text/html; charset=utf-8")
-        .insert_header(("Cache-Control", "no-store"))
-        .insert_header(("Content-Security-Policy", "default-src 'none'"))
-        .body(page(title, &text)))
-}
-
-fn page(title: &str, text: &str) -> String {
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Ferry: {title}</title></head>\
-         <body><h1>{title}</h1><p>{}</p></body></html>\n",
-        escape(text)
-    )
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    Ok(crate::html::page(
+        status,
+        title,
+        &format!("<p>{}</p>", crate::html::escape(&text)),
+    ))
 }
 
 /// An OAuth2 access token for the target or source.

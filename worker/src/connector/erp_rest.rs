@@ -126,23 +126,12 @@ impl ErpRestConnector {
 }
 
 fn transport(e: reqwest::Error) -> Answer {
-    let text = error_chain(&e);
+    let text = super::error_chain(&e);
     if e.is_timeout() {
         Answer::Timeout(text)
     } else {
         Answer::Unreachable(text)
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Decides what one attempt means. Pure, so every case is a table row in the tests.

@@ -79,6 +79,18 @@ impl Connector {
     }
 }
 
+/// An error with its sources, `a: b: c`: what a person needs of a transport failure.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// A job of a kind the connector does not deliver. The api refuses such jobs at intake, so this
 /// is a job placed before the tenant's target changed: it fails, visibly, rather than waits.
 pub fn not_taken(job: &LeasedJob, connector: &str) -> (Outcome, AttemptDetail) {

@@ -17,6 +17,8 @@ use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome};
 use ferry_shared::target::Postgres;
 use tokio_postgres::NoTls;
 
+use super::error_chain as chain;
+
 /// A job whose database is unreachable is looked at again after this long.
 const UNAVAILABLE_WAIT_MS: u64 = 5_000;
 
@@ -54,17 +56,6 @@ impl From<tokio_postgres::Error> for PgError {
             None => PgError::Unavailable(text),
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 impl PostgresConnector {
