@@ -60,6 +60,7 @@ fn is_open(path: &str) -> bool {
             | "/ui"
             | "/ui/app.js"
             | "/ui/app.css"
+            | "/ui/session"
             | "/alerts/retry"
     ) || path.starts_with("/docs/")
 }

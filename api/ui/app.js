@@ -67,11 +67,14 @@ function showLogin(problem) {
           e.preventDefault();
           sessionStorage.setItem(KEY, input.value);
           try {
-            await api("GET", "/stats");
-            route();
+            if (await signedIn()) route();
+            else {
+              sessionStorage.removeItem(KEY);
+              showLogin("That key was refused.");
+            }
           } catch (err) {
             sessionStorage.removeItem(KEY);
-            showLogin(err instanceof Unauthorized ? "That key was refused." : String(err));
+            showLogin(String(err));
           }
         },
       },
@@ -79,6 +82,16 @@ function showLogin(problem) {
         h("button", { class: "primary", type: "submit" }, "Sign in"),
         h("p", { class: "muted" }, "The key is kept for this browser tab only and sent in a header, never in a link."))));
   input.focus();
+}
+
+// Whether the page may read: no key needed, or the one kept is right. Asked of /ui/session,
+// which answers 200 either way, so a wrong key is not a refused request.
+async function signedIn() {
+  const headers = {};
+  const key = sessionStorage.getItem(KEY);
+  if (key) headers["x-api-key"] = key;
+  const s = await (await fetch("/ui/session", { headers })).json();
+  return !s.key_required || s.key_valid;
 }
 
 // ---- the overview ----
@@ -345,6 +358,12 @@ async function refresh() {
 async function route() {
   const m = location.hash.match(/^#\/jobs\/([0-9a-f-]{36})$/);
   try {
+    if (!(await signedIn())) {
+      const had = sessionStorage.getItem(KEY);
+      sessionStorage.removeItem(KEY);
+      showLogin(had ? "That key was refused." : null);
+      return;
+    }
     if (m) await jobPage(m[1]);
     else {
       document.getElementById("main").replaceChildren();

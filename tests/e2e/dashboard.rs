@@ -203,6 +203,20 @@ async fn the_dashboard_files_are_open_and_state_changes_still_need_the_key() {
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
         assert!(!resp.headers().contains_key("set-cookie"));
     }
+    // The sign-in form asks whether a key is right without being refused.
+    let session = |key: Option<&'static str>| {
+        let mut req = http.get(format!("{}/ui/session", api.base()));
+        if let Some(k) = key {
+            req = req.header("x-api-key", k);
+        }
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_eq!(
+        session(None).await,
+        serde_json::json!({"key_required": true, "key_valid": false})
+    );
+    assert_eq!(session(Some("nope")).await["key_valid"], false);
+    assert_eq!(session(Some(KEY)).await["key_valid"], true);
     let (status, body) = api.get("/stats").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["minutes"].as_array().unwrap().len(), 60);

@@ -41,6 +41,7 @@ impl TestBrowser {
             .expect("chromedriver (scripts/test installs chromium-driver)");
         let caps = serde_json::json!({
             "browserName": "chrome",
+            "goog:loggingPrefs": { "browser": "ALL" },
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -117,7 +118,8 @@ impl TestBrowser {
         std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("save");
     }
 
-    /// What the page's own error hook caught (uncaught errors, rejected promises): must be none.
+    /// Errors since the last call: what Chrome's console logged at SEVERE (failed loads, CSP
+    /// refusals, uncaught errors, `console.error`), and what the page's own hook caught.
     pub async fn errors(&self) -> Vec<String> {
         let v = self
             .client
@@ -127,7 +129,36 @@ impl TestBrowser {
             )
             .await
             .expect("script");
-        serde_json::from_value(v).unwrap_or_default()
+        let mut errors: Vec<String> = serde_json::from_value(v).unwrap_or_default();
+        let log = self
+            .client
+            .issue_cmd(BrowserLog)
+            .await
+            .expect("the console log");
+        for entry in log.as_array().into_iter().flatten() {
+            if entry["level"] == "SEVERE" {
+                errors.push(entry["message"].as_str().unwrap_or("").to_string());
+            }
+        }
+        errors
+    }
+}
+
+/// chromedriver's console log of the session (`POST /session/{id}/se/log`), which it drains.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type": "browser"}"#.into()))
     }
 }
 

@@ -9,18 +9,30 @@ const SCRIPT: &str = include_str!("../../ui/app.js");
 const STYLE: &str = include_str!("../../ui/app.css");
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::route(actix_web::http::Method::GET, "/", page))
-        .service(super::route(actix_web::http::Method::GET, "/ui", page))
-        .service(super::route(
-            actix_web::http::Method::GET,
-            "/ui/app.js",
-            script,
-        ))
-        .service(super::route(
-            actix_web::http::Method::GET,
-            "/ui/app.css",
-            style,
-        ));
+    use actix_web::http::Method;
+    cfg.service(super::route(Method::GET, "/", page))
+        .service(super::route(Method::GET, "/ui", page))
+        .service(super::route(Method::GET, "/ui/app.js", script))
+        .service(super::route(Method::GET, "/ui/app.css", style))
+        .service(super::route(Method::GET, "/ui/session", session));
+}
+
+/// Whether this tenant needs a key, and whether the one presented (`x-api-key`) is it: the
+/// sign-in form asks here, so a wrong key is told without a refused request in the console.
+async fn session(
+    state: web::Data<crate::state::AppState>,
+    req: actix_web::HttpRequest,
+) -> HttpResponse {
+    let required = state.settings.api_key.as_ref();
+    let given = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+    let valid = match (required, given) {
+        (None, _) => true,
+        (Some(k), Some(g)) => crate::auth::constant_time_eq(g.as_bytes(), k.expose().as_bytes()),
+        (Some(_), None) => false,
+    };
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(serde_json::json!({ "key_required": required.is_some(), "key_valid": valid }))
 }
 
 fn file(content_type: &str, body: &'static str) -> HttpResponse {
