@@ -38,6 +38,8 @@ const SECRET_KEY: &str = "alerts:secret";
 /// Jobs listed in a message, and covered by its retry link, at most.
 const LISTED: usize = 10;
 const LINKED: usize = 50;
+/// Failed jobs one look reads at most.
+const FAILED_PER_LOOK: usize = 10_000;
 /// A recipient is tried this many times before it is marked failed.
 const MAX_ATTEMPTS: u32 = 12;
 /// Records kept per rule (the newest), and for how long once settled.
@@ -240,10 +242,23 @@ async fn look(
             if !window_open {
                 return Ok(());
             }
-            let failed =
-                state
-                    .store
-                    .finished_between(Status::Error, st.watermark_ms, now, 10_000)?;
+            // A rule never looked at before starts from when this api started: jobs that
+            // failed before it was configured are not news.
+            if version == 0 {
+                st.watermark_ms = now - state.started.elapsed().as_millis() as i64;
+            }
+            let failed = state.store.finished_between(
+                Status::Error,
+                st.watermark_ms,
+                now,
+                FAILED_PER_LOOK,
+            )?;
+            // More than one look can read: the rest are told in the next message.
+            st.watermark_ms = match failed.len() == FAILED_PER_LOOK {
+                true => failed.last().and_then(|j| j.finished_ms).unwrap_or(now),
+                false => now,
+            };
+            let read_any = !failed.is_empty();
             let told: Vec<_> = failed
                 .into_iter()
                 .filter(|j| {
@@ -252,9 +267,12 @@ async fn look(
                         && !rule.exclude.iter().any(|c| c == code)
                 })
                 .collect();
-            st.watermark_ms = now;
             if told.is_empty() {
-                // Nothing to tell: the watermark need not be written (the range stays empty).
+                // Nothing to tell. Failures this rule leaves out move the watermark past them,
+                // so they are not read again at every look; an empty range needs no write.
+                if read_any {
+                    write(state, &key, &st, version).await?;
+                }
                 return Ok(());
             }
             Some(job_errors(a, tenant, &told))
