@@ -28,12 +28,18 @@ function h(tag, attrs = {}, ...children) {
 
 class Unauthorized extends Error {}
 
+// An api path relative to the page, so the dashboard works behind a proxy that serves the api
+// under a prefix (https://ferry.example.org/bennys/).
+function here(path) {
+  return path.replace(/^\//, "");
+}
+
 async function api(method, path, body) {
   const headers = { accept: "application/json" };
   const key = sessionStorage.getItem(KEY);
   if (key) headers["x-api-key"] = key;
   if (body !== undefined) headers["content-type"] = "application/json";
-  const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const resp = await fetch(here(path), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   if (resp.status === 401) throw new Unauthorized("the API key was refused");
   const answer = await resp.json();
   if (!answer.success) throw new Error(`${answer.error.code}: ${answer.error.detail}`);
@@ -90,7 +96,7 @@ async function signedIn() {
   const headers = {};
   const key = sessionStorage.getItem(KEY);
   if (key) headers["x-api-key"] = key;
-  const s = await (await fetch("/ui/session", { headers })).json();
+  const s = await (await fetch(here("/ui/session"), { headers })).json();
   return !s.key_required || s.key_valid;
 }
 
@@ -166,7 +172,7 @@ function overviewSection(alive, stats) {
         ? h("button", { id: "stop-worker", onclick: switchWorker("stop") }, "Stop worker")
         : h("button", { id: "start-worker", class: "primary", onclick: switchWorker("run") }, "Start worker"),
       alive.oauth && alive.oauth.needs_consent
-        ? h("a", { href: alive.oauth.consent_url, class: "notice failure" }, `Consent needed: ${alive.oauth.reason}`)
+        ? h("a", { href: here(alive.oauth.consent_url), class: "notice failure" }, `Consent needed: ${alive.oauth.reason}`)
         : null),
     h("div", { class: "tiles spaced" },
       ["placed", "processing", "created", "error", "cleared"].map((s) =>
@@ -306,7 +312,7 @@ async function artifact(jobId, name) {
   const headers = {};
   const key = sessionStorage.getItem(KEY);
   if (key) headers["x-api-key"] = key;
-  const resp = await fetch(`/jobs/${jobId}/artifacts/${name}`, { headers });
+  const resp = await fetch(here(`/jobs/${jobId}/artifacts/${name}`), { headers });
   const url = URL.createObjectURL(await resp.blob());
   return name.endsWith(".png")
     ? h("img", { class: "artifact", src: url, alt: name })

