@@ -123,10 +123,7 @@ impl TestBrowser {
     pub async fn errors(&self) -> Vec<String> {
         let v = self
             .client
-            .execute(
-                "return window.__ferryErrors || [];",
-                vec![],
-            )
+            .execute("return window.__ferryErrors || [];", vec![])
             .await
             .expect("script");
         let mut errors: Vec<String> = serde_json::from_value(v).unwrap_or_default();
