@@ -71,8 +71,8 @@ pub struct Record {
     pub created_ms: i64,
     pub subject: String,
     pub text: String,
+    /// The same as HTML.
     #[serde(default)]
-    #[schema(ignore)]
     pub html: String,
     pub recipients: Vec<Recipient>,
 }

@@ -119,9 +119,11 @@ impl Metrics {
             .collect()
     }
 
-    /// Counts a report's outcome in its minute, by the status it left the job in.
-    fn minute(&self, status: Option<ferry_shared::job::Status>) {
-        use ferry_shared::job::Status;
+    /// Counts a report's outcomes (created, failed, sent back to wait) in this minute.
+    fn minute(&self, [created, failed, retried]: [u64; 3]) {
+        if created + failed + retried == 0 {
+            return;
+        }
         let Ok(mut minutes) = self.minutes.lock() else {
             return;
         };
@@ -136,11 +138,9 @@ impl Metrics {
             }
         }
         if let Some(m) = minutes.back_mut() {
-            match status {
-                Some(Status::Created) => m.created += 1,
-                Some(Status::Error) => m.failed += 1,
-                _ => m.retried += 1,
-            }
+            m.created += created;
+            m.failed += failed;
+            m.retried += retried;
         }
     }
 
@@ -165,6 +165,8 @@ impl Metrics {
 
     /// Counts the accepted results of a report.
     pub fn reported(&self, summary: Vec<Reported>, acks: &[ReportAck]) {
+        use ferry_shared::job::Status;
+        let mut minute = [0u64; 3];
         for (item, ack) in summary.into_iter().zip(acks) {
             if !ack.accepted {
                 continue;
@@ -175,7 +177,11 @@ impl Metrics {
                 duration_ms,
             } = item;
             self.deliveries[slot].fetch_add(1, Ordering::Relaxed);
-            self.minute(ack.status);
+            minute[match ack.status {
+                Some(Status::Created) => 0,
+                Some(Status::Error) => 1,
+                _ => 2,
+            }] += 1;
             if slot == 0 {
                 let now = ferry_shared::now_ms().max(0) as u64;
                 self.last_delivery_ms.fetch_max(now, Ordering::Relaxed);
@@ -196,6 +202,7 @@ impl Metrics {
                 self.latency_sum_ms.fetch_add(ms, Ordering::Relaxed);
             }
         }
+        self.minute(minute);
     }
 
     pub fn render(&self, snap: &Snapshot) -> String {

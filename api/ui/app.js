@@ -96,7 +96,7 @@ async function signedIn() {
   const headers = {};
   const key = sessionStorage.getItem(KEY);
   if (key) headers["x-api-key"] = key;
-  const s = await (await fetch(here("/ui/session"), { headers })).json();
+  const s = (await (await fetch(here("/ui/session"), { headers })).json()).data;
   return !s.key_required || s.key_valid;
 }
 

@@ -10,14 +10,15 @@ use serde_json::Value;
 
 const KEY: &str = "k-alerts";
 
-/// A tenant delivering to `sim`, alerting `to` through the mail sink on `smtp_port`.
+/// A tenant delivering to `sim` (each job tried once), alerting `to` through the mail sink on
+/// `smtp_port`, and its worker.
 async fn alerting(
     sim: &TestSim,
     smtp_port: u16,
     to: &[&str],
     every_mins: f64,
     dir: &std::path::Path,
-) -> TestApi {
+) -> (TestApi, TestWorker) {
     let config = dir.join("alerts.toml");
     let to: Vec<String> = to.iter().map(|t| format!("\"{t}\"")).collect();
     std::fs::write(
@@ -32,13 +33,19 @@ async fn alerting(
         ),
     )
     .unwrap();
-    TestApi::with(
+    let api = TestApi::with(
         ApiOptions::default()
             .env("FERRY_CONFIG", config.to_str().unwrap())
             .env("FERRY_RETRY__MAX_ATTEMPTS", "1")
             .key(KEY),
     )
-    .await
+    .await;
+    let worker = TestWorker::start(
+        &api.base(),
+        &["--poll-ms", "200"],
+        &[("FERRY_API_KEY", KEY)],
+    );
+    (api, worker)
 }
 
 /// Messages the sink took for `to`.
@@ -93,7 +100,7 @@ fn retry_link(text: &str) -> String {
 async fn failures_make_one_batched_message_per_window_and_its_signed_link_acts_once() {
     let sim = TestSim::with_args(&["--smtp-port", "0"]);
     let dir = tempfile::tempdir().unwrap();
-    let api = alerting(
+    let (api, _worker) = alerting(
         &sim,
         sim.smtp_port(),
         &["ops@example.org", "desk@example.org"],
@@ -101,11 +108,6 @@ async fn failures_make_one_batched_message_per_window_and_its_signed_link_acts_o
         dir.path(),
     )
     .await;
-    let _worker = TestWorker::start(
-        &api.base(),
-        &["--poll-ms", "200"],
-        &[("FERRY_API_KEY", KEY)],
-    );
     sim.missing("900").await;
 
     // The first failure is told at once.
@@ -230,13 +232,9 @@ async fn post(url: &str) -> (StatusCode, String) {
 #[tokio::test]
 async fn the_mail_server_down_then_up_loses_nothing_and_a_bad_address_fails_alone() {
     let erp = TestSim::start();
-    let smtp_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let smtp_port = ferry_tests::free_port();
     let dir = tempfile::tempdir().unwrap();
-    let api = alerting(
+    let (api, _worker) = alerting(
         &erp,
         smtp_port,
         &["ops@example.org", "bad-address@example.org"],
@@ -244,11 +242,6 @@ async fn the_mail_server_down_then_up_loses_nothing_and_a_bad_address_fails_alon
         dir.path(),
     )
     .await;
-    let _worker = TestWorker::start(
-        &api.base(),
-        &["--poll-ms", "200"],
-        &[("FERRY_API_KEY", KEY)],
-    );
     erp.missing("900").await;
     api.create_ok(&order_on("while-down", "900")).await;
     let (status, body) = api.post("/alerts/test", &serde_json::json!({})).await;

@@ -209,7 +209,7 @@ async fn the_dashboard_files_are_open_and_state_changes_still_need_the_key() {
         if let Some(k) = key {
             req = req.header("x-api-key", k);
         }
-        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap()["data"].clone() }
     };
     assert_eq!(
         session(None).await,
@@ -241,11 +241,7 @@ async fn the_fleet_page_lists_every_tenant_and_shows_the_one_that_is_down() {
     })
     .await;
     let _wa = TestWorker::start(&a.base(), &[], &[]);
-    let down_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let down_port = ferry_tests::free_port();
     let dir = tempfile::tempdir().unwrap();
     let tenants = dir.path().join("tenants.toml");
     std::fs::write(

@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferry_tests::{TestSim, eventually, order, run_to_end};
+use ferry_tests::{TestSim, eventually, free_port, order, run_to_end};
 use serde_json::{Value, json};
 
 /// Kills whatever the fleet left running (its processes are detached on purpose), by pid.
@@ -37,14 +37,6 @@ fn gone(pid: u32) -> bool {
                 .is_some_and(|r| r.trim_start().starts_with('Z'))
         })
         .unwrap_or(true)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn ferryctl(args: &[&str]) -> String {

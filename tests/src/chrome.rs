@@ -14,13 +14,6 @@ pub struct TestBrowser {
     driver: Child,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// Where a test run's screenshots go: `target/screenshots/`.
 pub fn screenshot_dir() -> PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
@@ -30,7 +23,7 @@ pub fn screenshot_dir() -> PathBuf {
 
 impl TestBrowser {
     pub async fn start() -> Self {
-        let port = free_port();
+        let port = crate::free_port();
         // `setsid`: chromedriver leads a process group, so its browsers go with it.
         let driver = Command::new("setsid")
             .args(["chromedriver", &format!("--port={port}")])

@@ -45,6 +45,15 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A loopback port free just now (for a process the test starts on it, or leaves closed to
+/// stand for a server that is down).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, failing the test after `within`.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where

@@ -61,13 +61,6 @@ fn as_owner(program: &Path) -> Command {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 impl TestPg {
     /// A new cluster, started; superuser `ferry` (trust auth on loopback), database `postgres`.
     pub fn start(durable: bool) -> Self {
@@ -108,7 +101,7 @@ impl TestPg {
             String::from_utf8_lossy(&out.stderr)
         );
         let mut pg = Self {
-            port: free_port(),
+            port: crate::free_port(),
             dir,
             child: None,
             durable,

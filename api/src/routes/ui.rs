@@ -30,9 +30,20 @@ async fn session(
         (Some(k), Some(g)) => crate::auth::constant_time_eq(g.as_bytes(), k.expose().as_bytes()),
         (Some(_), None) => false,
     };
-    HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(serde_json::json!({ "key_required": required.is_some(), "key_valid": valid }))
+    let mut answer = super::ok(
+        actix_web::http::StatusCode::OK,
+        if valid {
+            "signed in"
+        } else {
+            "a key is needed"
+        },
+        serde_json::json!({ "key_required": required.is_some(), "key_valid": valid }),
+    );
+    answer.headers_mut().insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store"),
+    );
+    answer
 }
 
 fn file(content_type: &str, body: &'static str) -> HttpResponse {
