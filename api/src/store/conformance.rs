@@ -308,6 +308,7 @@ pub async fn an_operator_retry_restarts_the_age_limit(engine: Engine) {
         let (answer, mut rx) = tokio::sync::oneshot::channel();
         let pending = m.apply(make(answer), now);
         m.write_group().unwrap();
+        m.flush().unwrap();
         pending.send(Ok(()));
         rx.try_recv().unwrap().unwrap()
     }

@@ -16,6 +16,7 @@
 #[cfg(test)]
 mod conformance;
 pub mod disk;
+pub mod journal;
 pub mod keys;
 pub mod machine;
 pub mod read;
@@ -136,9 +137,10 @@ pub trait Kv: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Visits the keys in `[from, to)` in byte order until `visit` breaks.
     fn scan(&self, from: &[u8], to: &[u8], visit: &mut Visitor<'_>) -> Result<(), StoreError>;
-    /// Applies every write of `batch` or none of them. Not yet durable.
+    /// Applies every write of `batch` or none of them. Not yet durable, and not visible to
+    /// reads before the next `flush` with every engine.
     fn apply(&self, batch: Batch) -> Result<(), StoreError>;
-    /// Makes everything applied so far durable (blocking).
+    /// Makes everything applied so far durable and visible (blocking).
     fn flush(&self) -> Result<(), StoreError>;
 }
 

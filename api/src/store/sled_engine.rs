@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::disk::is_no_space;
-use super::{Batch, Kv, StoreError, Visitor};
+use super::{Batch, Kv, StoreError, Visitor, journal};
 
 /// sled's page cache; it does not bound memory (rust-stack.md §1.5), but a small one keeps an
 /// idle tenant small.
@@ -58,7 +58,7 @@ impl SledKv {
             redo_held: AtomicBool::new(false),
         };
         if let Some(record) = kv.redo.get(REDO_KEY).map_err(engine)? {
-            let batch = decode_redo(&record).ok_or_else(|| {
+            let batch = journal::decode(&record).ok_or_else(|| {
                 StoreError::Engine("the store's redo record is unreadable".into())
             })?;
             kv.write_each(batch)?;
@@ -97,9 +97,9 @@ impl Kv for SledKv {
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         if batch.ops.len() > 1 {
-            self.redo
-                .insert(REDO_KEY, encode_redo(&batch))
-                .map_err(engine)?;
+            let mut record = Vec::new();
+            journal::encode(&batch, &mut record);
+            self.redo.insert(REDO_KEY, record).map_err(engine)?;
             self.redo_held.store(true, Ordering::Relaxed);
         } else if self.redo_held.load(Ordering::Relaxed) {
             self.redo.remove(REDO_KEY).map_err(engine)?;
@@ -113,56 +113,6 @@ impl Kv for SledKv {
     }
 }
 
-/// `count u32 · (key_len u32 · key · present u8 · [value_len u32 · value])*`, big-endian.
-fn encode_redo(batch: &Batch) -> Vec<u8> {
-    let size: usize = batch
-        .ops
-        .iter()
-        .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, |v| 4 + v.len()))
-        .sum();
-    let mut out = Vec::with_capacity(4 + size);
-    out.extend((batch.ops.len() as u32).to_be_bytes());
-    for (k, v) in &batch.ops {
-        out.extend((k.len() as u32).to_be_bytes());
-        out.extend(k);
-        match v {
-            Some(v) => {
-                out.push(1);
-                out.extend((v.len() as u32).to_be_bytes());
-                out.extend(v);
-            }
-            None => out.push(0),
-        }
-    }
-    out
-}
-
-fn decode_redo(mut bytes: &[u8]) -> Option<Batch> {
-    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = bytes.split_at_checked(n)?;
-        *bytes = rest;
-        Some(head)
-    }
-    fn len(bytes: &mut &[u8]) -> Option<usize> {
-        Some(u32::from_be_bytes(take(bytes, 4)?.try_into().ok()?) as usize)
-    }
-    let count = len(&mut bytes)?;
-    let mut ops = Vec::with_capacity(count.min(4096));
-    for _ in 0..count {
-        let klen = len(&mut bytes)?;
-        let key = take(&mut bytes, klen)?.to_vec();
-        let value = match take(&mut bytes, 1)?[0] {
-            0 => None,
-            _ => {
-                let vlen = len(&mut bytes)?;
-                Some(take(&mut bytes, vlen)?.to_vec())
-            }
-        };
-        ops.push((key, value));
-    }
-    bytes.is_empty().then_some(Batch { ops })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,15 +124,6 @@ mod tests {
                 (b"d1".to_vec(), None),
                 (b"u".to_vec(), Some(Vec::new())),
             ],
-        }
-    }
-
-    #[test]
-    fn redo_records_round_trip_and_refuse_torn_bytes() {
-        let bytes = encode_redo(&batch());
-        assert_eq!(decode_redo(&bytes).unwrap().ops, batch().ops);
-        for cut in 0..bytes.len() {
-            assert!(decode_redo(&bytes[..cut]).is_none(), "cut at {cut}");
         }
     }
 
@@ -214,7 +155,9 @@ mod tests {
             let kv = SledKv::open(dir.path()).unwrap();
             kv.db.insert(b"d1", b"old".to_vec()).unwrap();
             // A crash after the redo record but before the group's keys were written.
-            kv.redo.insert(REDO_KEY, encode_redo(&batch())).unwrap();
+            let mut record = Vec::new();
+            journal::encode(&batch(), &mut record);
+            kv.redo.insert(REDO_KEY, record).unwrap();
             kv.db.flush().unwrap();
         }
         let kv = SledKv::open(dir.path()).unwrap();
