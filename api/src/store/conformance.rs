@@ -34,12 +34,17 @@ fn limits() -> Limits {
 /// after the previous handle is dropped, so a reopen waits (at most 2 s) for it; a new process,
 /// as in a real restart, never meets this.
 fn open(engine: Engine, dir: &Path) -> (Store, WriterHandle) {
+    waiting_for_lock(|| Store::open(engine, dir, limits(), 0))
+}
+
+/// What `open` answers, tried again while sled's lock is still held (at most 2 s).
+pub(super) fn waiting_for_lock<T>(open: impl Fn() -> Result<T, StoreError>) -> T {
     for _ in 0..100 {
-        match Store::open(engine, dir, limits(), 0) {
+        match open() {
             Err(e) if format!("{e:?}").contains("could not acquire lock") => {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            other => return other.expect("store opens"),
+            other => return other.expect("the store opens"),
         }
     }
     panic!("the store's lock was not released in 2 s")
@@ -704,7 +709,7 @@ pub async fn every_applied_group_survives_reopening(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let put = |k: &str, v: &str| (k.as_bytes().to_vec(), Some(v.as_bytes().to_vec()));
     {
-        let kv = engine.open(dir.path()).unwrap();
+        let kv = waiting_for_lock(|| engine.open(dir.path()));
         kv.apply(Batch {
             ops: vec![put("k", "v1"), put("x", "1")],
         })
@@ -724,7 +729,7 @@ pub async fn every_applied_group_survives_reopening(engine: Engine) {
         kv.flush().unwrap();
     }
     for _ in 0..2 {
-        let kv = engine.open(dir.path()).unwrap();
+        let kv = waiting_for_lock(|| engine.open(dir.path()));
         assert_eq!(kv.get(b"k").unwrap().as_deref(), Some(&b"v2"[..]));
         assert_eq!(kv.get(b"x").unwrap(), None);
         assert_eq!(kv.get(b"y").unwrap().as_deref(), Some(&b"2"[..]));

@@ -115,6 +115,7 @@ impl Kv for SledKv {
 
 #[cfg(test)]
 mod tests {
+    use super::super::conformance::waiting_for_lock;
     use super::*;
 
     fn batch() -> Batch {
@@ -143,7 +144,7 @@ mod tests {
             .unwrap();
             kv.flush().unwrap();
         }
-        let kv = SledKv::open(dir.path()).unwrap();
+        let kv = waiting_for_lock(|| SledKv::open(dir.path()));
         assert_eq!(kv.get(b"k").unwrap().as_deref(), Some(&b"v2"[..]));
         assert_eq!(kv.redo.get(REDO_KEY).unwrap(), None, "the record went");
     }
@@ -160,7 +161,7 @@ mod tests {
             kv.redo.insert(REDO_KEY, record).unwrap();
             kv.db.flush().unwrap();
         }
-        let kv = SledKv::open(dir.path()).unwrap();
+        let kv = waiting_for_lock(|| SledKv::open(dir.path()));
         assert_eq!(
             kv.get(b"ja").unwrap().as_deref(),
             Some(&b"{\"v\":\"1\"}"[..])
