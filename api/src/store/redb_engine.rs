@@ -197,15 +197,12 @@ impl RedbKv {
             logged.journal.restart();
             return Ok(());
         }
-        // Applied in memory while the record syncs: readers may see a group just before it is
-        // durable, but nothing is answered before (a failed sync fails the store).
-        logged
-            .journal
-            .write(&frames, || self.commit(&groups, false, None))
-            .map_err(|e| match e {
-                JournalError::Write(e) => io_error(e),
-                JournalError::Sync(e) => StoreError::Engine(Box::new(e)),
-            })?
+        // Durable first, then visible: readers never see a group that could still be lost.
+        logged.journal.write(&frames).map_err(|e| match e {
+            JournalError::Write(e) => io_error(e),
+            JournalError::Sync(e) => StoreError::Engine(Box::new(e)),
+        })?;
+        self.commit(&groups, false, None)
     }
 }
 
