@@ -95,8 +95,21 @@ impl TestBrowser {
         }
     }
 
+    /// Clicks `css`, finding it again if the page re-rendered it between finding and clicking
+    /// (the dashboard redraws what it polls every 2 s).
     pub async fn click(&self, css: &str) {
-        self.find(css).await.click().await.expect("click");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.find(css).await.click().await {
+                Err(e) if e.is_stale_element_reference() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                clicked => {
+                    clicked.unwrap_or_else(|e| panic!("click {css}: {e:?}"));
+                    return;
+                }
+            }
+        }
     }
 
     pub async fn fill(&self, css: &str, text: &str) {
