@@ -4,9 +4,10 @@
 //! a single key (see `sled_engine`), redb appends one per group to the [`Journal`].
 //!
 //! The journal is a file of fixed size, filled with zeros when created so that writing a record
-//! never allocates blocks or changes the file's size: `fdatasync` then has only the record's own
-//! page to write, no filesystem metadata. (On this machine's ext4, 512-byte records: about 1.5
-//! times the rate of appends to a growing file.) Records are framed as
+//! never allocates blocks, never finds the disk full and never changes the file's size:
+//! `fdatasync` then has only the record's own page to write, no filesystem metadata. (Here a
+//! 700-byte overwrite with `fdatasync` ran at 7,800–9,100/s, a 4 KiB append to a growing file at
+//! 4,200–6,500/s.) Records are framed as
 //! `len u32 · crc32 u32 · seq u64 · record`, big-endian, the checksum over `seq · record`. Each
 //! generation of records starts at offset 0 with the sequence number after the last one the
 //! database holds durably, and numbers rise by one, so reading stops at the first frame that is

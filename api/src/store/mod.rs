@@ -137,8 +137,8 @@ pub trait Kv: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Visits the keys in `[from, to)` in byte order until `visit` breaks.
     fn scan(&self, from: &[u8], to: &[u8], visit: &mut Visitor<'_>) -> Result<(), StoreError>;
-    /// Applies every write of `batch` or none of them. Not yet durable, and not visible to
-    /// reads before the next `flush` with every engine.
+    /// Applies every write of `batch` or none of them. Not yet durable; with some engines
+    /// (redb) not visible to reads either until the next `flush`.
     fn apply(&self, batch: Batch) -> Result<(), StoreError>;
     /// Makes everything applied so far durable and visible (blocking).
     fn flush(&self) -> Result<(), StoreError>;

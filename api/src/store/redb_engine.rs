@@ -1,7 +1,8 @@
 //! The redb engine: a pure-Rust embedded database with ACID transactions, made durable through
 //! a journal (see `journal`). Each group the writer flushes is framed into one record, written to
 //! the journal and `fdatasync`ed (one small overwrite of a preallocated file), then applied to
-//! redb as one write transaction with `Durability::None` (no write to the database file). When
+//! redb as one write transaction with `Durability::None` (redb may write pages to its file but
+//! does not sync it). When
 //! the next record would not fit, the group is committed instead with `Durability::Immediate`
 //! (redb's checkpoint: every page written, a checksummed commit slot, one `fsync`), with the
 //! last record's number beside it, and the journal starts again at its first byte. Opening
