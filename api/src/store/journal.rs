@@ -28,12 +28,7 @@ const HEAD: usize = 16;
 /// `count u32 · (key_len u32 · key · present u8 · [value_len u32 · value])*`, big-endian,
 /// appended to `out`.
 pub fn encode(batch: &Batch, out: &mut Vec<u8>) {
-    let size: usize = batch
-        .ops
-        .iter()
-        .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, |v| 4 + v.len()))
-        .sum();
-    out.reserve(4 + size);
+    out.reserve(encoded_len(batch));
     out.extend((batch.ops.len() as u32).to_be_bytes());
     for (k, v) in &batch.ops {
         out.extend((k.len() as u32).to_be_bytes());
@@ -47,6 +42,21 @@ pub fn encode(batch: &Batch, out: &mut Vec<u8>) {
             None => out.push(0),
         }
     }
+}
+
+/// How many bytes [`encode`] writes for `batch`.
+pub fn encoded_len(batch: &Batch) -> usize {
+    let ops: usize = batch
+        .ops
+        .iter()
+        .map(|(k, v)| 4 + k.len() + 1 + v.as_ref().map_or(0, |v| 4 + v.len()))
+        .sum();
+    4 + ops
+}
+
+/// How many bytes [`frame`] writes for `batch`.
+pub fn framed_len(batch: &Batch) -> usize {
+    HEAD + encoded_len(batch)
 }
 
 /// The batch of a whole record; `None` for anything else (cut short, trailing bytes).
@@ -203,6 +213,10 @@ mod tests {
         let mut bytes = Vec::new();
         encode(&batch("{\"v\":\"1\"}"), &mut bytes);
         assert_eq!(decode(&bytes).unwrap().ops, batch("{\"v\":\"1\"}").ops);
+        assert_eq!(bytes.len(), encoded_len(&batch("{\"v\":\"1\"}")));
+        let mut framed = Vec::new();
+        frame(7, &batch("x"), &mut framed);
+        assert_eq!(framed.len(), framed_len(&batch("x")));
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_none(), "cut at {cut}");
         }

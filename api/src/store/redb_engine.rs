@@ -25,7 +25,7 @@ use redb::backends::FileBackend;
 use redb::{BackendError, Durability, ReadableDatabase, StorageBackend, TableDefinition};
 
 use super::disk::is_no_space;
-use super::journal::{Journal, JournalError, frame};
+use super::journal::{Journal, JournalError, frame, framed_len};
 use super::{Batch, Kv, StoreError, Visitor};
 
 const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ferry");
@@ -66,6 +66,9 @@ struct Logged {
     /// Framed records of the groups not yet flushed, and the groups themselves.
     frames: Vec<u8>,
     groups: Vec<Batch>,
+    /// Whether the groups not yet flushed are too big for the journal: they are then not
+    /// framed, and the flush checkpoints.
+    too_big: bool,
     /// Cleared by any failure: a failed engine is not checkpointed on close.
     healthy: bool,
 }
@@ -113,6 +116,7 @@ impl RedbKv {
             next: last + 1,
             frames: Vec::new(),
             groups: Vec::new(),
+            too_big: false,
             healthy: true,
         }));
         Ok(kv)
@@ -192,8 +196,9 @@ impl RedbKv {
         }
         let groups = std::mem::take(&mut logged.groups);
         let frames = std::mem::take(&mut logged.frames);
+        let too_big = std::mem::take(&mut logged.too_big);
         let last = logged.next - 1;
-        if frames.len() > BIG_GROUP || !logged.journal.fits(frames.len()) {
+        if too_big || !logged.journal.fits(frames.len()) {
             self.commit(&groups, true, Some(last))?;
             logged.journal.restart();
             return Ok(());
@@ -253,7 +258,13 @@ impl Kv for RedbKv {
         };
         let mut logged = logged.lock().unwrap_or_else(PoisonError::into_inner);
         let logged = &mut *logged;
-        frame(logged.next, &batch, &mut logged.frames);
+        // A bulk operation (a retry of thousands of jobs) is not copied into a frame only to be
+        // checkpointed.
+        logged.too_big |= logged.frames.len() + framed_len(&batch) > BIG_GROUP;
+        match logged.too_big {
+            true => logged.frames.clear(),
+            false => frame(logged.next, &batch, &mut logged.frames),
+        }
         logged.next += 1;
         logged.groups.push(batch);
         Ok(())
