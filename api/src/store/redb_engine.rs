@@ -1,8 +1,9 @@
 //! The redb engine: a pure-Rust embedded database with ACID transactions, made durable through
-//! a journal (see `journal`). Each group the writer flushes is framed into one record, written to
-//! the journal and `fdatasync`ed (one small overwrite of a preallocated file), then applied to
-//! redb as one write transaction with `Durability::None` (redb may write pages to its file but
-//! does not sync it). When
+//! a journal (see `journal`). Each group the writer flushes is framed into one record and written
+//! to the journal (one small overwrite of a preallocated file); while the disk writes it, the
+//! group is staged in a redb write transaction with `Durability::None` (redb may write pages to
+//! its file but does not sync it); after the journal's `fdatasync` the transaction commits and
+//! the group becomes visible. When
 //! the next record would not fit, the group is committed instead with `Durability::Immediate`
 //! (redb's checkpoint: every page written, a checksummed commit slot, one `fsync`), with the
 //! last record's number beside it, and the journal starts again at its first byte. Opening
@@ -22,7 +23,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::backends::FileBackend;
-use redb::{BackendError, Durability, ReadableDatabase, StorageBackend, TableDefinition};
+use redb::{
+    BackendError, Durability, ReadableDatabase, StorageBackend, TableDefinition, WriteTransaction,
+};
 
 use super::disk::is_no_space;
 use super::journal::{Journal, JournalError, frame, framed_len};
@@ -162,6 +165,17 @@ impl RedbKv {
     /// Writes `groups` in one transaction, durably or in memory only; a checkpoint records
     /// `seq`, the last journal record it holds.
     fn commit(&self, groups: &[Batch], durable: bool, seq: Option<u64>) -> Result<(), StoreError> {
+        let txn = self.stage(groups, durable, seq)?;
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// A transaction holding `groups`, not committed: nothing of it is visible yet.
+    fn stage(
+        &self,
+        groups: &[Batch],
+        durable: bool,
+        seq: Option<u64>,
+    ) -> Result<WriteTransaction, StoreError> {
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
         if !durable {
             txn.set_durability(Durability::None)
@@ -186,7 +200,7 @@ impl RedbKv {
             let mut table = txn.open_table(JOURNAL).map_err(|e| self.err(e))?;
             table.insert(SEQ, seq).map_err(|e| self.err(e))?;
         }
-        txn.commit().map_err(|e| self.err(e))
+        Ok(txn)
     }
 
     /// Makes the groups applied since the last flush durable and visible (see the module's doc).
@@ -203,12 +217,16 @@ impl RedbKv {
             logged.journal.restart();
             return Ok(());
         }
-        // Durable first, then visible: readers never see a group that could still be lost.
-        logged.journal.write(&frames).map_err(|e| match e {
+        // Durable first, then visible: readers never see a group that could still be lost. The
+        // transaction is built while the disk writes the record, and committed after it is synced.
+        let failed = |e| match e {
             JournalError::Write(e) => io_error(e),
             JournalError::Sync(e) => StoreError::Engine(Box::new(e)),
-        })?;
-        self.commit(&groups, false, None)
+        };
+        logged.journal.write(&frames).map_err(failed)?;
+        let txn = self.stage(&groups, false, None)?;
+        logged.journal.sync().map_err(failed)?;
+        txn.commit().map_err(|e| self.err(e))
     }
 }
 
