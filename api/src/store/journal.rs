@@ -170,7 +170,7 @@ impl Journal {
     }
 
     /// Writes framed records after the last ones and starts their writeback
-    /// (`sync_file_range`), so the device writes them while the caller prepares the group's
+    /// ([`start_writeback`]), so the device writes them while the caller prepares the group's
     /// transaction; [`Journal::sync`] then makes them durable. (A helper thread that synced
     /// while the writer applied the group, or ran the next one, measured no faster on this
     /// machine: it adds two thread wake-ups per group.)
