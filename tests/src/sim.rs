@@ -72,6 +72,13 @@ impl TestSim {
         self.get("/_sim/lines").await
     }
 
+    /// `{"count", "requests"}` once there are `n` lines or `wait_ms` have passed (the
+    /// benchmark's way to wait for the last line without polling).
+    pub async fn count_at_least(&self, n: usize, wait_ms: u64) -> Value {
+        self.get(&format!("/_sim/count?at_least={n}&wait_ms={wait_ms}"))
+            .await
+    }
+
     /// The JSON one of the simulator's inspection paths answers.
     async fn get(&self, path: &str) -> Value {
         self.http

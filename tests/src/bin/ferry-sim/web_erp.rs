@@ -296,6 +296,9 @@ async fn add_line(
             "id": id, "worksheet": ws.as_str(), "product_nr": field("product"),
             "amount": amount, "reference": field("name"), "idempotency_key": null, "via": "web",
         }));
+        let lines = erp.lines.len();
+        drop(erp);
+        sim.grew_to(lines);
     }
     if knobs.hold_after_save_ms > 0 {
         tokio::time::sleep(Duration::from_millis(knobs.hold_after_save_ms)).await;
