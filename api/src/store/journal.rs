@@ -209,8 +209,8 @@ fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
-/// A journal write that failed: the write itself (nothing, or a torn record, is on disk) or the
-/// `fdatasync` after it (the outcome is unknown).
+/// A journal write that failed: the write itself (nothing, or a torn record, is on disk) or
+/// getting it onto the disk, starting its writeback or the `fdatasync` (the outcome is unknown).
 #[derive(Debug)]
 pub enum JournalError {
     Write(io::Error),

@@ -3,12 +3,11 @@
 //! to the journal (one small overwrite of a preallocated file); while the disk writes it, the
 //! group is staged in a redb write transaction with `Durability::None` (redb may write pages to
 //! its file but does not sync it); after the journal's `fdatasync` the transaction commits and
-//! the group becomes visible. When
-//! the next record would not fit, the group is committed instead with `Durability::Immediate`
-//! (redb's checkpoint: every page written, a checksummed commit slot, one `fsync`), with the
-//! last record's number beside it, and the journal starts again at its first byte. Opening
-//! replays the records newer than that number and checkpoints; a clean close checkpoints too.
-//! Reads open their own read transaction and see the last applied group.
+//! the group becomes visible. When the next record would not fit, the group is committed instead
+//! with `Durability::Immediate` (redb's checkpoint: every page written, a checksummed commit
+//! slot, one `fsync`), with the last record's number beside it, and the journal starts again at
+//! its first byte. Opening replays the records newer than that number and checkpoints; a clean
+//! close checkpoints too. Reads open their own read transaction and see the last applied group.
 //!
 //! The file is reached through [`Watched`], which notes which call failed: redb reports every I/O
 //! failure alike (and refuses all later calls until reopened), but a `write` or `set_len` that
