@@ -1,6 +1,7 @@
 //! Records as stored on disk. These bytes are a compatibility boundary: each is a versioned enum
 //! (`{"v":"2", ...}`), new fields come with `#[serde(default)]`, and the golden tests below pin
-//! every version. Version 1 held an order line in `order`; version 2 holds any kind of job in
+//! every version. Absent optional fields are left out (earlier releases wrote them as `null`;
+//! both read alike). Version 1 held an order line in `order`; version 2 holds any kind of job in
 //! `payload`. Version 1 records are read and upgraded in memory, and written back as version 2
 //! the next time the job changes. Passwords are stored (the worker needs them) but never leave
 //! through a view.
@@ -127,7 +128,7 @@ pub struct Lease {
     pub lease_ms: u64,
 }
 
-/// Fields that are absent (`None`, none elided) are not written: a drained job's record is a
+/// Fields that are absent (`None`, none elided) are not written: a record is a fifth to a
 /// quarter smaller, and every release reads a missing optional field as absent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
