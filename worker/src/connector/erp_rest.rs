@@ -277,7 +277,7 @@ pub fn fill(template: &str, o: &OrderLine, url: bool) -> String {
 /// `base` (a parsed base URL without a trailing slash, query or fragment) with `path` (a filled
 /// path template starting with `/`, perhaps with a query) appended: the URL that parsing the two
 /// strings joined would give, without parsing the host again.
-pub fn join(base: &reqwest::Url, path: &str) -> reqwest::Url {
+fn join(base: &reqwest::Url, path: &str) -> reqwest::Url {
     let (path, query) = match path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path, None),
