@@ -16,6 +16,14 @@ pub const DEFAULT_LEASE_MS: u64 = 25_000;
 pub const MIN_LEASE_MS: u64 = 1_000;
 pub const MAX_LEASE_MS: u64 = 600_000;
 pub const MAX_WAIT_MS: u64 = 60_000;
+/// The largest JSON body the api takes (`PAYLOAD_TOO_LARGE` above it); the worker splits its
+/// reports to stay under it.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Characters kept of a reason's text or an attempt's excerpt; of a reason code
+/// [`MAX_REASON_CODE`], of a target's reference [`MAX_TARGET_REF`].
+pub const MAX_TEXT: usize = 1_000;
+pub const MAX_REASON_CODE: usize = 64;
+pub const MAX_TARGET_REF: usize = 256;
 
 /// What the api tells a worker to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -146,6 +154,51 @@ pub struct ReportItem {
     pub detail: AttemptDetail,
 }
 
+impl ReportItem {
+    /// The item as the api keeps it: texts clipped, only valid artifact names and at most
+    /// [`MAX_ARTIFACTS`] of them. A clipped item's JSON is a few KiB at most, far under
+    /// [`MAX_BODY`].
+    pub fn clip(&mut self) {
+        match &mut self.outcome {
+            Outcome::Created { target_ref } => clip(target_ref, MAX_TARGET_REF),
+            Outcome::Retry {
+                reason_code,
+                reason_text,
+                ..
+            }
+            | Outcome::Failed {
+                reason_code,
+                reason_text,
+            }
+            | Outcome::Wait {
+                reason_code,
+                reason_text,
+                ..
+            } => {
+                clip(reason_code, MAX_REASON_CODE);
+                clip(reason_text, MAX_TEXT);
+            }
+        }
+        if let Some(excerpt) = &mut self.detail.excerpt {
+            clip(excerpt, MAX_TEXT);
+        }
+        let artifacts = &mut self.detail.artifacts;
+        artifacts.retain(|n| is_artifact_name(n));
+        artifacts.truncate(MAX_ARTIFACTS);
+    }
+}
+
+/// Cuts `s` to `max` characters, ending it with `…` when something was cut.
+pub fn clip(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return; // no more characters than bytes
+    }
+    if let Some((i, _)) = s.char_indices().nth(max) {
+        s.truncate(i);
+        s.push('…');
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReportRequest {
     #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
@@ -250,5 +303,52 @@ mod tests {
         assert_eq!(p["lease_ms"]["minimum"], MIN_LEASE_MS);
         assert_eq!(p["lease_ms"]["maximum"], MAX_LEASE_MS);
         assert_eq!(p["lease_ms"]["default"], DEFAULT_LEASE_MS);
+    }
+
+    #[test]
+    fn clip_cuts_on_characters_and_once() {
+        let mut s = "é".repeat(MAX_TEXT + 5);
+        clip(&mut s, MAX_TEXT);
+        assert_eq!(s, format!("{}…", "é".repeat(MAX_TEXT)));
+        let once = s.clone();
+        clip(&mut s, MAX_TEXT);
+        assert_eq!(s, once, "clipping what the worker clipped changes nothing");
+        let mut short = "é".repeat(MAX_TEXT);
+        clip(&mut short, MAX_TEXT);
+        assert_eq!(short, "é".repeat(MAX_TEXT));
+    }
+
+    /// The worst a connector can send (every text long, every character escaped in JSON) fits
+    /// many times over in one body once clipped: a report of one item is never refused.
+    #[test]
+    fn a_clipped_item_is_far_under_the_body_limit() {
+        let valid = format!("{}.png", "a".repeat(96));
+        let mut item = ReportItem {
+            job_id: JobId::new(),
+            lease_id: LeaseId::new(),
+            outcome: Outcome::Failed {
+                reason_code: "\u{1}".repeat(10_000),
+                reason_text: "\u{1}".repeat(100_000),
+            },
+            detail: AttemptDetail {
+                http_status: Some(500),
+                duration_ms: Some(1),
+                excerpt: Some("\u{1}".repeat(100_000)),
+                artifacts: [vec!["../x.png".to_string()], vec![valid.clone(); 20]].concat(),
+            },
+        };
+        item.clip();
+        let Outcome::Failed {
+            reason_code,
+            reason_text,
+        } = &item.outcome
+        else {
+            unreachable!()
+        };
+        assert_eq!(reason_code.chars().count(), MAX_REASON_CODE + 1);
+        assert_eq!(reason_text.chars().count(), MAX_TEXT + 1);
+        assert_eq!(item.detail.artifacts, vec![valid; MAX_ARTIFACTS]);
+        let json = serde_json::to_vec(&item).unwrap();
+        assert!(json.len() < MAX_BODY / 4, "{} bytes", json.len());
     }
 }

@@ -300,6 +300,40 @@ async fn a_worker_killed_mid_delivery_leaves_exactly_one_line_after_the_job_is_l
     assert_eq!(lines["replays"], 1, "{lines}");
 }
 
+/// A worker at its largest concurrency holds 512 outcomes while its api is down; their JSON is
+/// over the api's 64 KiB body limit, so it reports them in several bodies, each taken: no job
+/// waits for its lease to expire, none is delivered twice.
+#[tokio::test]
+async fn outcomes_held_through_an_api_outage_are_reported_in_bodies_the_api_takes() {
+    let sim = TestSim::start();
+    let n = 512;
+    sim.fault(serde_json::json!({"count": n, "delay_ms": 1500}))
+        .await;
+    let mut api = api_for(&sim).await;
+    for i in 0..n {
+        api.create_ok(&order(&format!("held-{i}"))).await;
+    }
+    let worker = worker(&api, &["--concurrency", "512", "--lease-ms", "60000"]);
+    eventually("every job at the ERP", Duration::from_secs(20), || async {
+        (sim.lines().await["requests"].as_u64() == Some(n as u64)).then_some(())
+    })
+    .await;
+    api.kill9();
+    eventually("every line made", Duration::from_secs(20), || async {
+        (sim.lines().await["count"].as_u64() == Some(n as u64)).then_some(())
+    })
+    .await;
+    api.start_again();
+    // The leases last a minute: only reports can make the jobs `created` in time.
+    wait_all_created(&api, n, Duration::from_secs(20)).await;
+    let out = worker.output();
+    assert!(out.contains("cannot report yet"), "{out}");
+    assert!(!out.contains("report refused"), "{out}");
+    let lines = sim.lines().await;
+    assert_eq!(lines["requests"], n, "{lines}");
+    assert_eq!(lines["duplicates"], 0);
+}
+
 #[tokio::test]
 async fn the_worker_reconnects_after_the_api_is_killed_and_every_job_finishes() {
     let sim = TestSim::start();

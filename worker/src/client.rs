@@ -126,10 +126,17 @@ impl ApiClient {
     }
 
     pub async fn report(&self, body: &ReportRequest) -> Result<ReportResponse, ClientError> {
+        self.report_encoded(serde_json::to_vec(body).expect("a report encodes as JSON"))
+            .await
+    }
+
+    /// Sends a report already encoded as JSON.
+    pub async fn report_encoded(&self, body: Vec<u8>) -> Result<ReportResponse, ClientError> {
         let req = self
             .http
             .post(format!("{}/worker/report", self.base))
-            .json(body);
+            .header("content-type", "application/json")
+            .body(body);
         self.call(req, Duration::from_secs(30)).await
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ferry_shared::job::LeaseId;
 use ferry_shared::protocol::{
-    Directive, HeartbeatRequest, LeaseRequest, LeasedJob, ReportItem, ReportRequest,
+    Directive, HeartbeatRequest, LeaseRequest, LeasedJob, MAX_BODY, ReportItem, ReportRequest,
 };
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{ApiClient, ClientError};
 use crate::connector::Connector;
 
-/// Outcomes sent in one report at most.
+/// Outcomes sent in one report at most; fewer when their JSON would be over the api's
+/// [`MAX_BODY`].
 const MAX_REPORT: usize = 512;
 
 #[derive(Debug, Clone)]
@@ -257,11 +258,35 @@ impl Worker {
 async fn deliver(connector: &Connector, job: LeasedJob) -> ReportItem {
     let (outcome, detail) = connector.deliver(&job).await;
     tracing::debug!(job_id = %job.job_id, attempt = job.attempt, ?outcome, "delivered");
-    ReportItem {
+    let mut item = ReportItem {
         job_id: job.job_id,
         lease_id: job.lease_id,
         outcome,
         detail,
+    };
+    // As the api would keep it: no item is then too large for a report of its own.
+    item.clip();
+    item
+}
+
+/// As many of `results` as fit in one report body, and that body; the others are moved to
+/// `rest`. A report of one item is sent whatever its size (a clipped item is a few KiB).
+fn fitting(
+    worker_id: &str,
+    mut results: Vec<ReportItem>,
+    rest: &mut Vec<ReportItem>,
+) -> (Vec<ReportItem>, Vec<u8>) {
+    loop {
+        let report = ReportRequest {
+            worker_id: worker_id.to_string(),
+            results,
+        };
+        let body = serde_json::to_vec(&report).expect("a report encodes as JSON");
+        results = report.results;
+        if body.len() <= MAX_BODY || results.len() == 1 {
+            return (results, body);
+        }
+        rest.extend(results.split_off(results.len() / 2));
     }
 }
 
@@ -288,11 +313,8 @@ async fn report_loop(
                 Err(_) => break,
             }
         }
-        let report = ReportRequest {
-            worker_id: worker_id.clone(),
-            results: std::mem::take(&mut pending),
-        };
-        match api.report(&report).await {
+        let (sent, body) = fitting(&worker_id, std::mem::take(&mut pending), &mut pending);
+        match api.report_encoded(body).await {
             Ok(answer) => {
                 backoff = Backoff::new();
                 heard.set(answer.directive);
@@ -302,16 +324,16 @@ async fn report_loop(
                         "report refused: the job was handed to another attempt"
                     );
                 }
-                forget(&held, &report.results);
+                forget(&held, &sent);
             }
             Err(e) if e.is_transient() => {
-                pending = report.results;
+                pending.extend(sent);
                 tracing::warn!(error = %e, held = pending.len(), "cannot report yet; retrying");
                 tokio::time::sleep(backoff.next()).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, "report refused; those jobs will be leased again");
-                forget(&held, &report.results);
+                forget(&held, &sent);
             }
         }
     }
@@ -369,5 +391,53 @@ pub async fn run_until_stopped(
     match Worker::connect(settings, &shutdown).await? {
         Some(worker) => worker.run(shutdown).await,
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_shared::job::JobId;
+    use ferry_shared::protocol::{AttemptDetail, Outcome};
+
+    use super::*;
+
+    fn item(excerpt_chars: usize) -> ReportItem {
+        ReportItem {
+            job_id: JobId::new(),
+            lease_id: LeaseId::new(),
+            outcome: Outcome::Created {
+                target_ref: "L-1".into(),
+            },
+            detail: AttemptDetail {
+                http_status: Some(201),
+                excerpt: Some("x".repeat(excerpt_chars)),
+                ..AttemptDetail::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_report_too_large_for_one_body_is_split_and_nothing_is_dropped() {
+        let all: Vec<ReportItem> = (0..MAX_REPORT).map(|_| item(1_000)).collect();
+        let ids: HashSet<LeaseId> = all.iter().map(|i| i.lease_id).collect();
+        let (mut pending, mut seen, mut bodies) = (all, HashSet::new(), 0);
+        while !pending.is_empty() {
+            let (sent, body) = fitting("w", std::mem::take(&mut pending), &mut pending);
+            assert!(body.len() <= MAX_BODY, "{} bytes", body.len());
+            let decoded: ReportRequest = serde_json::from_slice(&body).unwrap();
+            assert_eq!(decoded.results.len(), sent.len());
+            seen.extend(sent.iter().map(|i| i.lease_id));
+            bodies += 1;
+        }
+        assert_eq!(seen, ids);
+        assert!(bodies > 8, "{bodies} bodies for ~530 KiB");
+    }
+
+    #[test]
+    fn a_report_that_fits_is_sent_whole() {
+        let all: Vec<ReportItem> = (0..10).map(|_| item(10)).collect();
+        let mut rest = Vec::new();
+        let (sent, _) = fitting("w", all, &mut rest);
+        assert_eq!((sent.len(), rest.len()), (10, 0));
     }
 }

@@ -33,8 +33,8 @@ use utoipa_actix_web::OpenApiFactory;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Largest request body accepted anywhere.
-pub const MAX_BODY: usize = 64 * 1024;
+/// Largest request body accepted anywhere but artifacts and records.
+pub use ferry_shared::protocol::MAX_BODY;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_config())

@@ -24,7 +24,9 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use ferry_shared::job::{JobId, JobKind, LeaseId, Payload, Status};
-use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome, ReportAck, ReportItem};
+use ferry_shared::protocol::{
+    AttemptDetail, LeasedJob, MAX_TEXT, Outcome, ReportAck, ReportItem, clip,
+};
 use ferry_shared::retry::{Decision, decide};
 use ferry_shared::rfc3339;
 
@@ -36,7 +38,6 @@ pub const MAX_ATTEMPTS_EXCEEDED: &str = "MAX_ATTEMPTS_EXCEEDED";
 pub const LEASE_EXPIRED: &str = "LEASE_EXPIRED";
 /// Expired leases handed back per command, so one command never grows without bound.
 const EXPIRE_CHUNK: usize = 1_000;
-const MAX_TEXT: usize = 1_000;
 /// A job that waits (`Outcome::Wait`) is looked at again after this long at most, should the
 /// api never learn that what held it is gone.
 const MAX_WAIT_MS: u64 = 3_600_000;
@@ -488,7 +489,9 @@ impl Machine {
             job.due_ms = None;
             job.finished_ms = Some(now);
             job.reason_code = Some(code.to_string());
-            job.reason_text = Some(clip(&text, MAX_TEXT));
+            let mut reason = text.clone();
+            clip(&mut reason, MAX_TEXT);
+            job.reason_text = Some(reason);
             append_event(
                 &mut job,
                 Some(Status::Placed),
@@ -611,7 +614,7 @@ impl Machine {
         now: i64,
     ) -> Result<Vec<ReportAck>, StoreError> {
         let mut acks = Vec::with_capacity(items.len());
-        for item in items {
+        for mut item in items {
             let refuse = |status, error: &str| ReportAck {
                 job_id: item.job_id,
                 accepted: false,
@@ -628,17 +631,8 @@ impl Machine {
                 acks.push(refuse(Some(job.status), "STALE_LEASE"));
                 continue;
             }
-            let detail = AttemptDetail {
-                excerpt: item.detail.excerpt.map(|e| clip(&e, MAX_TEXT)),
-                artifacts: item
-                    .detail
-                    .artifacts
-                    .into_iter()
-                    .filter(|n| ferry_shared::protocol::is_artifact_name(n))
-                    .take(ferry_shared::protocol::MAX_ARTIFACTS)
-                    .collect(),
-                ..item.detail
-            };
+            item.clip();
+            let detail = item.detail;
             let note = |message: String| Note {
                 message,
                 detail: detail.clone(),
@@ -646,7 +640,6 @@ impl Machine {
             };
             let job = match item.outcome {
                 Outcome::Created { target_ref } => {
-                    let target_ref = clip(&target_ref, 256);
                     let msg = format!("created at the target as {target_ref}");
                     self.transition(tx, job, now, note(msg), |j| {
                         j.status = Status::Created;
@@ -656,19 +649,15 @@ impl Machine {
                     })
                 }
                 Outcome::Retry {
-                    reason_code,
-                    reason_text,
+                    reason_code: code,
+                    reason_text: text,
                     after_ms,
-                } => {
-                    let (code, text) = (clip(&reason_code, 64), clip(&reason_text, MAX_TEXT));
-                    self.retry_or_give_up(tx, job, now, code, text, after_ms, note(String::new()))
-                }
+                } => self.retry_or_give_up(tx, job, now, code, text, after_ms, note(String::new())),
                 Outcome::Wait {
-                    reason_code,
-                    reason_text,
+                    reason_code: code,
+                    reason_text: text,
                     after_ms,
                 } => {
-                    let (code, text) = (clip(&reason_code, 64), clip(&reason_text, MAX_TEXT));
                     let ms = after_ms.unwrap_or(MAX_WAIT_MS).min(MAX_WAIT_MS);
                     let msg = format!("waiting: {code}: {text}; this attempt not counted");
                     self.transition(tx, job, now, note(msg), |j| {
@@ -680,10 +669,9 @@ impl Machine {
                     })
                 }
                 Outcome::Failed {
-                    reason_code,
-                    reason_text,
+                    reason_code: code,
+                    reason_text: text,
                 } => {
-                    let (code, text) = (clip(&reason_code, 64), clip(&reason_text, MAX_TEXT));
                     let msg = format!("failed: {code}: {text}");
                     self.transition(tx, job, now, note(msg), |j| {
                         j.status = Status::Error;
@@ -1039,12 +1027,4 @@ fn append_event(job: &mut Job, from: Option<Status>, note: Note, now: i64) {
         worker_id: note.worker_id,
         artifacts: note.detail.artifacts,
     });
-}
-
-/// At most `max` characters, cut on a character boundary.
-fn clip(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
 }
