@@ -6,8 +6,8 @@ use std::time::Duration;
 use ferry_shared::answer::SourcePolls;
 use ferry_shared::envelope::Envelope;
 use ferry_shared::protocol::{
-    HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, ReportRequest,
-    ReportResponse, SourceWait, StatePut, StateValue,
+    HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, ReportResponse, SourceWait,
+    StatePut, StateValue,
 };
 use ferry_shared::source::SourceStatus;
 use ferry_shared::target::WorkerConfig;
@@ -125,13 +125,8 @@ impl ApiClient {
         self.call(req, timeout).await
     }
 
-    pub async fn report(&self, body: &ReportRequest) -> Result<ReportResponse, ClientError> {
-        self.report_encoded(serde_json::to_vec(body).expect("a report encodes as JSON"))
-            .await
-    }
-
-    /// Sends a report already encoded as JSON.
-    pub async fn report_encoded(&self, body: Vec<u8>) -> Result<ReportResponse, ClientError> {
+    /// Sends a report already encoded as JSON (the reporter sizes it to the api's limit).
+    pub async fn report(&self, body: Vec<u8>) -> Result<ReportResponse, ClientError> {
         let req = self
             .http
             .post(format!("{}/worker/report", self.base))

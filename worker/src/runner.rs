@@ -122,28 +122,6 @@ impl Worker {
         }))
     }
 
-    /// One step, for tests and diagnostics: lease what is due now, deliver it, report it.
-    /// Answers how many jobs were handled.
-    pub async fn run_once(&self) -> Result<usize, ClientError> {
-        let lease = self.lease_request(self.settings.concurrency, 0);
-        let jobs = self.api.lease(&lease).await?.jobs;
-        let mut set = tokio::task::JoinSet::new();
-        for job in jobs {
-            let connector = self.connector.clone();
-            set.spawn(async move { deliver(&connector, job).await });
-        }
-        let results = set.join_all().await;
-        let n = results.len();
-        if n > 0 {
-            let report = ReportRequest {
-                worker_id: self.settings.worker_id.clone(),
-                results,
-            };
-            self.api.report(&report).await?;
-        }
-        Ok(n)
-    }
-
     fn lease_request(&self, max: usize, wait_ms: u64) -> LeaseRequest {
         LeaseRequest {
             worker_id: self.settings.worker_id.clone(),
@@ -314,7 +292,7 @@ async fn report_loop(
             }
         }
         let (sent, body) = fitting(&worker_id, std::mem::take(&mut pending), &mut pending);
-        match api.report_encoded(body).await {
+        match api.report(body).await {
             Ok(answer) => {
                 backoff = Backoff::new();
                 heard.set(answer.directive);
