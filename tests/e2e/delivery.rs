@@ -74,20 +74,10 @@ async fn an_order_becomes_exactly_one_line_in_the_erp_and_keeps_its_reference() 
 async fn the_simulators_count_answers_when_the_lines_asked_for_arrive_or_its_wait_ends() {
     let sim = TestSim::start();
     let api = api_for(&sim).await;
-    let waiting = {
-        let sim_base = sim.base();
-        tokio::spawn(async move {
-            let url = format!("{sim_base}/_sim/count?at_least=3&wait_ms=60000");
-            reqwest::get(url)
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!waiting.is_finished(), "answered before any line");
+    let waiting = sim.count_at_least(3, 60_000);
+    tokio::pin!(waiting);
+    let early = tokio::time::timeout(Duration::from_millis(200), &mut waiting).await;
+    assert!(early.is_err(), "answered before any line: {early:?}");
     let _worker = worker(&api, &[]);
     for i in 0..3 {
         api.create_ok(&order(&format!("count-{i}"))).await;
@@ -95,8 +85,7 @@ async fn the_simulators_count_answers_when_the_lines_asked_for_arrive_or_its_wai
     // Well before its own 60 s wait ends: woken by the third line.
     let answer = tokio::time::timeout(Duration::from_secs(15), waiting)
         .await
-        .expect("the count answers once the lines are there")
-        .unwrap();
+        .expect("the count answers once the lines are there");
     assert_eq!(answer["count"], 3, "{answer}");
 
     let started = std::time::Instant::now();
