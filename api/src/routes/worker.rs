@@ -7,8 +7,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use ferry_shared::envelope::{ErrorCode, Failure, Success};
 use ferry_shared::protocol::{
-    HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, MAX_LEASE_MAX, MAX_LEASE_MS,
-    MAX_WAIT_MS, MIN_LEASE_MS, ReportRequest, ReportResponse,
+    HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, LeasedJob, MAX_LEASE_MAX,
+    MAX_LEASE_MS, MAX_WAIT_MS, MIN_LEASE_MS, ReportRequest, ReportResponse,
 };
 use ferry_shared::strict::Object;
 use ferry_shared::target::WorkerConfig;
@@ -95,6 +95,19 @@ pub(super) async fn lease(
     // is parked, the poll ends before the leases it held expire, and cannot take those jobs.
     let wait_ms = req.wait_ms.min(req.lease_ms / 2);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    let leased = |jobs: Vec<LeasedJob>| {
+        state.saw_worker(&req.worker_id);
+        let n = jobs.len();
+        state.metrics.leased(n);
+        ok(
+            StatusCode::OK,
+            format!("{n} job(s) leased"),
+            LeaseResponse {
+                jobs,
+                directive: state.directive(),
+            },
+        )
+    };
     loop {
         // Registered before looking, so work placed in between still wakes us.
         let notified = state.store.work_notify().notified();
@@ -114,27 +127,34 @@ pub(super) async fn lease(
             || now >= deadline
             || directive == ferry_shared::protocol::Directive::Exit
         {
-            state.saw_worker(&req.worker_id);
-            let n = jobs.len();
-            state.metrics.leased(n);
-            return Ok(ok(
-                StatusCode::OK,
-                format!("{n} job(s) leased"),
-                LeaseResponse {
-                    jobs,
-                    directive: state.directive(),
-                },
-            ));
+            return Ok(leased(jobs));
         }
         let mut wake = deadline;
         if let Some(due) = next_due_ms {
             let in_ms = (due - ferry_shared::now_ms()).max(1) as u64;
             wake = wake.min(now + Duration::from_millis(in_ms));
         }
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep_until(wake) => {}
-            _ = state.shutdown.server_stopping() => {}
+        // Parked with the writer, the lease is served in the group that places new work. Any
+        // other wake-up takes it back (or, when the writer has taken it, waits for its answer)
+        // and looks again.
+        let mut parked = state
+            .store
+            .park_lease(req.worker_id.clone(), req.max, req.lease_ms);
+        let served = tokio::select! {
+            served = parked.served() => Some(served),
+            _ = notified => None,
+            _ = tokio::time::sleep_until(wake) => None,
+            _ = state.shutdown.server_stopping() => None,
+        };
+        let served = match served {
+            Some(served) => Some(served),
+            None => parked.withdraw().await,
+        };
+        if let Some(served) = served {
+            let (jobs, _) = served?;
+            if !jobs.is_empty() {
+                return Ok(leased(jobs));
+            }
         }
     }
 }

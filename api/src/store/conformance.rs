@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferry_shared::config::RetryConfig;
@@ -736,10 +736,17 @@ pub async fn every_applied_group_survives_reopening(engine: Engine) {
     }
 }
 
-/// An engine that fails its next writes as armed: 1 with no space, 2 with an unknown outcome.
+/// An engine that fails its next writes as armed and counts its flushes.
 struct Failing {
     inner: Arc<dyn super::Kv>,
-    armed: Arc<AtomicU8>,
+    probe: Arc<Probe>,
+}
+
+#[derive(Default)]
+struct Probe {
+    /// 1: writes find no space; 2: writes fail with an unknown outcome.
+    armed: AtomicU8,
+    flushes: AtomicU64,
 }
 
 impl super::Kv for Failing {
@@ -755,7 +762,7 @@ impl super::Kv for Failing {
         self.inner.scan(from, to, visit)
     }
     fn apply(&self, batch: super::Batch) -> Result<(), StoreError> {
-        match self.armed.load(Ordering::Relaxed) {
+        match self.probe.armed.load(Ordering::Relaxed) {
             1 => Err(StoreError::NoSpace(Box::new(
                 std::io::Error::from_raw_os_error(28),
             ))),
@@ -766,33 +773,106 @@ impl super::Kv for Failing {
         }
     }
     fn flush(&self) -> Result<(), StoreError> {
+        self.probe.flushes.fetch_add(1, Ordering::Relaxed);
         self.inner.flush()
     }
 }
 
-/// A store whose engine fails as `armed` says, reopened like the real one (with retries while
+/// A store whose engine fails as its probe is armed, reopened like the real one (with retries while
 /// sled lets go of its lock), with a disk reserve of 1 MiB.
-fn failing(engine: Engine, dir: &Path) -> (Store, WriterHandle, Arc<AtomicU8>) {
-    let armed = Arc::new(AtomicU8::new(0));
-    let (dir2, armed2) = (engine.dir(dir), armed.clone());
+fn failing(engine: Engine, dir: &Path) -> (Store, WriterHandle, Arc<Probe>) {
+    let probe = Arc::new(Probe::default());
+    let (dir2, probe2) = (engine.dir(dir), probe.clone());
     let open: super::Opener = Box::new(move || {
         let inner = engine.open(&dir2)?;
         Ok(Arc::new(Failing {
             inner,
-            armed: armed2.clone(),
+            probe: probe2.clone(),
         }))
     });
     let (store, writer) =
         Store::start(open, super::disk::Reserve::new(dir, 1 << 20), limits()).unwrap();
-    (store, writer, armed)
+    (store, writer, probe)
+}
+
+pub async fn a_parked_lease_is_served_in_the_group_that_places_work(engine: Engine) {
+    // In the machine: a lease finds the jobs placed earlier in its group, after the committed
+    // ones, each once.
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Machine::recover(engine.open(dir.path()).unwrap(), limits()).unwrap();
+    // One command applied to the group and its answer taken (the group is written later).
+    fn applied<T>(m: &mut Machine, make: impl FnOnce(Answer<T>) -> Command) -> T {
+        let (answer, mut rx) = tokio::sync::oneshot::channel();
+        m.apply(make(answer), ferry_shared::now_ms()).send(Ok(()));
+        rx.try_recv().unwrap().unwrap()
+    }
+    let place = |m: &mut Machine, key: &str| {
+        let new = NewJob {
+            payload: Payload::OrderLine(order(key)),
+            refused: None,
+        };
+        match applied(m, |a| Command::Create(new, a)) {
+            CreateOutcome::New(job) => job.id,
+            _ => panic!("not created"),
+        }
+    };
+    let lease_in = |m: &mut Machine, max: u32| -> Vec<JobId> {
+        let (jobs, _) = applied(m, |answer| Command::Lease {
+            worker_id: "w".into(),
+            max,
+            lease_ms: 30_000,
+            answer,
+        });
+        jobs.iter().map(|j| j.job_id).collect()
+    };
+    let old = place(&mut m, "old");
+    m.write_group().unwrap();
+    m.flush().unwrap();
+    let (a, b) = (place(&mut m, "a"), place(&mut m, "b"));
+    assert_eq!(lease_in(&mut m, 1), [old]);
+    assert_eq!(lease_in(&mut m, 5), [a, b]);
+    assert!(lease_in(&mut m, 5).is_empty(), "nothing leased twice");
+    m.write_group().unwrap();
+    m.flush().unwrap();
+    assert!(lease_in(&mut m, 5).is_empty());
+    drop(m);
+
+    // Through the writer: a parked lease is served in the new job's own group, made durable
+    // by its one flush.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer, probe) = failing(engine, dir.path());
+    let mut parked = store.park_lease("w".into(), 2, 30_000);
+    let flushes = probe.flushes.load(Ordering::Relaxed);
+    let a = create(&store, "a").await;
+    let (jobs, _) = tokio::time::timeout(Duration::from_secs(5), parked.served())
+        .await
+        .expect("served")
+        .unwrap();
+    assert_eq!(jobs.iter().map(|j| j.job_id).collect::<Vec<_>>(), [a]);
+    assert_eq!(probe.flushes.load(Ordering::Relaxed) - flushes, 1);
+    assert_eq!(status(&store, a), Status::Processing);
+
+    // Withdrawn or dropped, a parked lease takes nothing.
+    let parked = store.park_lease("w".into(), 1, 30_000);
+    assert!(parked.withdraw().await.is_none());
+    drop(store.park_lease("w".into(), 1, 30_000));
+    let b = create(&store, "b").await;
+    assert_eq!(status(&store, b), Status::Placed);
+    // Leasing what was already placed serves no parked lease.
+    let mut parked = store.park_lease("w".into(), 1, 30_000);
+    assert_eq!(lease(&store, 1, 30_000).await[0].job_id, b);
+    let waited = tokio::time::timeout(Duration::from_millis(100), parked.served()).await;
+    assert!(waited.is_err(), "served without new work: {waited:?}");
+    assert!(parked.withdraw().await.is_none());
+    close(store, writer).await;
 }
 
 pub async fn a_full_disk_refuses_intake_and_resumes_when_space_comes_back(engine: Engine) {
     use super::Health;
     let dir = tempfile::tempdir().unwrap();
-    let (store, writer, armed) = failing(engine, dir.path());
+    let (store, writer, probe) = failing(engine, dir.path());
     let kept = create(&store, "kept").await;
-    armed.store(1, Ordering::Relaxed);
+    probe.armed.store(1, Ordering::Relaxed);
     let refused = store
         .create(Payload::OrderLine(order("lost")), None)
         .await
@@ -805,7 +885,7 @@ pub async fn a_full_disk_refuses_intake_and_resumes_when_space_comes_back(engine
     );
     // Space comes back; until the writer has seen it, intake is refused while the worker's
     // leases and reports go on, on the reopened engine.
-    armed.store(0, Ordering::Relaxed);
+    probe.armed.store(0, Ordering::Relaxed);
     let mut leased = Vec::new();
     for _ in 0..100 {
         match store.lease("w".into(), 10, 60_000).await {
@@ -852,9 +932,9 @@ pub async fn a_full_disk_refuses_intake_and_resumes_when_space_comes_back(engine
 pub async fn a_write_of_unknown_outcome_fails_the_store_for_good(engine: Engine) {
     use super::Health;
     let dir = tempfile::tempdir().unwrap();
-    let (store, writer, armed) = failing(engine, dir.path());
+    let (store, writer, probe) = failing(engine, dir.path());
     create(&store, "kept").await;
-    armed.store(2, Ordering::Relaxed);
+    probe.armed.store(2, Ordering::Relaxed);
     let refused = store
         .create(Payload::OrderLine(order("unknown")), None)
         .await
@@ -865,7 +945,7 @@ pub async fn a_write_of_unknown_outcome_fails_the_store_for_good(engine: Engine)
         .expect("the api is told to stop");
     assert_eq!(store.health(), Health::Failed);
     // Even with the engine well again, nothing more is written by this process.
-    armed.store(0, Ordering::Relaxed);
+    probe.armed.store(0, Ordering::Relaxed);
     let again = store
         .create(Payload::OrderLine(order("later")), None)
         .await
@@ -910,6 +990,7 @@ macro_rules! suite {
             listing_pages_through_each_status_once,
             a_restart_recovers_jobs_counts_leases_and_worker_state,
             nothing_is_leased_after_leasing_stops,
+            a_parked_lease_is_served_in_the_group_that_places_work,
             every_applied_group_survives_reopening,
             a_bookid_never_meets_a_uniqueid_and_a_job_refused_at_intake_is_kept,
             connector_state_is_compare_and_swap_and_survives_restarts,

@@ -219,6 +219,8 @@ struct Tx {
     delta: [i64; 5],
     /// Jobs kept, by kind (each holds its kind's idempotency key until pruned).
     kinds: [i64; JobKind::ALL.len()],
+    /// Jobs this command placed.
+    placed: Vec<JobId>,
 }
 
 pub struct Machine {
@@ -236,6 +238,9 @@ pub struct Machine {
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Whether something became leasable since the last flush (wakes long-polls).
     woke: bool,
+    /// Jobs placed in this group, in order: a lease later in the group finds them here, as the
+    /// committed index it scans does not hold them yet.
+    fresh: Vec<JobId>,
 }
 
 impl Machine {
@@ -282,6 +287,7 @@ impl Machine {
             rng: seed,
             overlay: HashMap::new(),
             woke: worker_running,
+            fresh: Vec::new(),
         })
     }
 
@@ -316,6 +322,11 @@ impl Machine {
         self.kv.flush()
     }
 
+    /// Whether something became leasable in this group so far.
+    pub fn woke(&self) -> bool {
+        self.woke
+    }
+
     /// Whether something became leasable since the last call.
     pub fn take_woke(&mut self) -> bool {
         mem::take(&mut self.woke)
@@ -324,6 +335,7 @@ impl Machine {
     /// Applies this group's writes as one atomic batch; answers whether there were any (and so
     /// whether a flush is owed).
     pub fn write_group(&mut self) -> Result<bool, StoreError> {
+        self.fresh.clear();
         if self.overlay.is_empty() {
             return Ok(false);
         }
@@ -436,6 +448,7 @@ impl Machine {
     /// here, so it leaves nothing behind.
     fn commit(&mut self, tx: Tx) {
         self.overlay.extend(tx.batch.ops);
+        self.fresh.extend(tx.placed);
         for (count, d) in self.counts.iter_mut().zip(tx.delta) {
             *count = count.saturating_add_signed(d);
         }
@@ -500,11 +513,30 @@ impl Machine {
             );
         } else {
             self.woke = true;
+            tx.placed.push(job.id);
         }
         index(tx, &job);
         tx.delta[job.status.index()] += 1;
         put_job(tx, &job);
         Ok(CreateOutcome::New(job))
+    }
+
+    /// `due` (from the committed index) and, up to `max` in all, the jobs placed earlier in this
+    /// group, each named once.
+    fn with_fresh(&self, mut due: Vec<JobId>, max: usize) -> Vec<JobId> {
+        if due.len() >= max || self.fresh.is_empty() {
+            return due;
+        }
+        let mut seen: std::collections::HashSet<JobId> = due.iter().copied().collect();
+        for &id in &self.fresh {
+            if due.len() >= max {
+                break;
+            }
+            if seen.insert(id) {
+                due.push(id);
+            }
+        }
+        due
     }
 
     /// Moves `job` to the status `change` sets, keeping every index and the counts in step, and
@@ -537,6 +569,7 @@ impl Machine {
         }
         if job.status == Status::Placed {
             self.woke = true;
+            tx.placed.push(job.id);
         }
         tx.delta[from.index()] -= 1;
         tx.delta[job.status.index()] += 1;
@@ -560,10 +593,18 @@ impl Machine {
         let placed = keys::index_prefix(Status::Placed);
         let now_key = keys::upto(Status::Placed, now);
         let due = scan_ids(&*self.kv, &placed, &now_key, max)?;
+        let committed = due.len();
+        let due = self.with_fresh(due, max);
         let mut jobs = Vec::with_capacity(due.len());
-        for id in due {
-            let Some(job) = self.load(id)?.filter(|j| j.status == Status::Placed) else {
-                tracing::warn!(%id, "due index names a job that is not placed; skipped");
+        for (i, id) in due.into_iter().enumerate() {
+            let job = self
+                .load(id)?
+                .filter(|j| j.status == Status::Placed && j.due_ms.is_some_and(|d| d <= now));
+            let Some(job) = job else {
+                // One placed earlier in this group may be leased or due later by now.
+                if i < committed {
+                    tracing::warn!(%id, "due index names a job that is not placed; skipped");
+                }
                 continue;
             };
             let lease = Lease {

@@ -28,7 +28,7 @@ pub mod writer;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use ferry_shared::config::RetryConfig;
 use ferry_shared::job::{JobId, JobKind, LeaseId, Payload, Status};
@@ -203,6 +203,32 @@ pub struct Published {
     /// lease-expiry task sleeps while there is nothing to expire.
     leases_live: AtomicBool,
     leased: tokio::sync::Notify,
+    /// Leases that found nothing, left for the writer to serve in the group that next makes
+    /// work ready (see [`Store::park_lease`]).
+    parked: Mutex<Vec<ParkedLease>>,
+    next_ticket: AtomicU64,
+}
+
+/// A lease waiting in [`Published::parked`], numbered so that its caller can withdraw it.
+#[derive(Debug)]
+pub struct ParkedLease {
+    ticket: u64,
+    worker_id: String,
+    max: u32,
+    lease_ms: u64,
+    answer: Answer<machine::Leased>,
+}
+
+impl ParkedLease {
+    /// The lease command it stands for.
+    pub fn into_command(self) -> Command {
+        Command::Lease {
+            worker_id: self.worker_id,
+            max: self.max,
+            lease_ms: self.lease_ms,
+            answer: self.answer,
+        }
+    }
 }
 
 impl Published {
@@ -223,6 +249,62 @@ impl Published {
 
     fn refused(&self, by: Health) {
         self.refused[by.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn parked(&self) -> std::sync::MutexGuard<'_, Vec<ParkedLease>> {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The parked leases whose callers still wait, for the writer to serve.
+    fn take_parked(&self) -> Vec<ParkedLease> {
+        let mut parked = std::mem::take(&mut *self.parked());
+        parked.retain(|p| !p.answer.is_closed());
+        parked
+    }
+}
+
+/// A parked lease, from its caller's side: [`Parked::served`] completes when the writer has
+/// served it; dropped or [`Parked::withdraw`]n, it leaves the writer's list.
+pub struct Parked {
+    ticket: u64,
+    answer: Option<oneshot::Receiver<Result<machine::Leased, StoreError>>>,
+    published: Arc<Published>,
+}
+
+impl Parked {
+    /// Completes when the writer has served the lease (perhaps with no jobs, when another lease
+    /// of the same group took them). Cancel-safe; not to be awaited again once complete.
+    pub async fn served(&mut self) -> Result<machine::Leased, StoreError> {
+        let rx = self.answer.as_mut().ok_or(StoreError::Closed)?;
+        let served = rx.await;
+        self.answer = None;
+        served.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Takes the lease back from the writer's list; when the writer has already taken it, waits
+    /// for its answer, which follows the group's flush.
+    pub async fn withdraw(mut self) -> Option<Result<machine::Leased, StoreError>> {
+        let rx = self.answer.take()?;
+        if self.remove() {
+            return None;
+        }
+        Some(rx.await.map_err(|_| StoreError::Closed).and_then(|r| r))
+    }
+
+    /// Whether the lease was still in the list (and so is out of it now, unserved).
+    fn remove(&self) -> bool {
+        let mut parked = self.published.parked();
+        let before = parked.len();
+        parked.retain(|p| p.ticket != self.ticket);
+        parked.len() != before
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        if self.answer.is_some() {
+            self.remove();
+        }
     }
 }
 
@@ -395,6 +477,26 @@ impl Store {
             answer,
         })
         .await
+    }
+
+    /// Leaves a lease that found nothing with the writer, which serves it within the group that
+    /// next makes work ready: the jobs that group places are leased in it, with no group of
+    /// their own for the lease. The caller still bounds the wait ([`Parked::withdraw`]).
+    pub fn park_lease(&self, worker_id: String, max: u32, lease_ms: u64) -> Parked {
+        let (answer, rx) = oneshot::channel();
+        let ticket = self.published.next_ticket.fetch_add(1, Ordering::Relaxed);
+        self.published.parked().push(ParkedLease {
+            ticket,
+            worker_id,
+            max,
+            lease_ms,
+            answer,
+        });
+        Parked {
+            ticket,
+            answer: Some(rx),
+            published: self.published.clone(),
+        }
     }
 
     /// Extends the leases still held; answers those extended and those lost.

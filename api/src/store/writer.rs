@@ -1,7 +1,7 @@
 //! The single writer thread and its group commit: block for one command, drain whatever else is
-//! waiting (up to [`MAX_GROUP`]), run each through the state machine, apply the group's writes as
-//! one atomic batch, flush once, then answer all of them. Nothing is acknowledged before the
-//! flush that makes it durable.
+//! waiting (up to [`MAX_GROUP`]), run each through the state machine (and, when the group made
+//! work ready, the leases parked for it), apply the group's writes as one atomic batch, flush
+//! once, then answer all of them. Nothing is acknowledged before the flush that makes it durable.
 //!
 //! A group whose write fails is answered with the failure, and what the writer does next depends
 //! on what failed:
@@ -142,6 +142,12 @@ fn run(
                 Health::Failed => refuse(cmd, state, &published),
                 Health::DiskFull if cmd.is_intake() => refuse(cmd, state, &published),
                 _ => answers.push(machine.apply(cmd, now)),
+            }
+        }
+        // Leases parked for work are served in the group that made it ready.
+        if state != Health::Failed && machine.woke() {
+            for parked in published.take_parked() {
+                answers.push(machine.apply(parked.into_command(), now));
             }
         }
         let woke = machine.take_woke();
