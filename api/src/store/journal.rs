@@ -188,6 +188,16 @@ impl Journal {
         self.file.sync_data().map_err(JournalError::Sync)
     }
 
+    /// Takes back the last `len` bytes written: zeroes the head of the first record among them
+    /// (reading stops there) and waits until that is on the disk. The next record goes there.
+    pub fn unwrite(&mut self, len: usize) -> Result<(), JournalError> {
+        self.at -= len as u64;
+        self.file
+            .write_all_at(&[0; HEAD], self.at)
+            .map_err(JournalError::Write)?;
+        self.sync()
+    }
+
     /// The next record starts a new generation at offset 0 (after a checkpoint).
     pub fn restart(&mut self) {
         self.at = 0;
@@ -301,9 +311,18 @@ mod tests {
         let (mut journal, found) = Journal::open(&path, 4096).unwrap();
         assert_eq!(found.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3]);
         journal.write(&frames(4..=4)).unwrap();
+        // A record taken back is not read; the next one is written in its place.
+        journal.write(&frames(5..=6)).unwrap();
+        journal.unwrite(frames(5..=6).len()).unwrap();
+        drop(journal);
+        let (mut journal, found) = Journal::open(&path, 4096).unwrap();
+        assert_eq!(found.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [4]);
+        journal.write(&frames(5..=5)).unwrap();
+        journal.unwrite(frames(5..=5).len()).unwrap();
+        journal.write(&frames(5..=5)).unwrap();
         drop(journal);
         let (_, found) = Journal::open(&path, 4096).unwrap();
-        assert_eq!(found.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [4]);
+        assert_eq!(found.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [5]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
     }
 }

@@ -85,8 +85,14 @@ impl RedbKv {
             .truncate(false)
             .open(dir.join(FILE_NAME))
             .map_err(|e| StoreError::Engine(Box::new(e)))?;
-        let mut kv =
-            Self::over(FileBackend::new(file).map_err(|e| StoreError::Engine(Box::new(e)))?)?;
+        Self::over(FileBackend::new(file).map_err(|e| StoreError::Engine(Box::new(e)))?)?
+            .journaled(dir)
+    }
+
+    /// This database made durable through the journal in `dir`, after replaying the records it
+    /// holds that the database does not.
+    fn journaled(mut self, dir: &Path) -> Result<Self, StoreError> {
+        let kv = &mut self;
         let (journal, found) =
             Journal::open(&dir.join(JOURNAL_FILE), JOURNAL_BYTES).map_err(io_error)?;
         let durable = kv.durable_seq()?;
@@ -121,7 +127,7 @@ impl RedbKv {
             too_big: false,
             healthy: true,
         }));
-        Ok(kv)
+        Ok(self)
     }
 
     /// A database over `backend` (a file, or a failing one in tests), without a journal.
@@ -223,9 +229,21 @@ impl RedbKv {
             JournalError::Sync(e) => StoreError::Engine(Box::new(e)),
         };
         logged.journal.write(&frames).map_err(failed)?;
-        let txn = self.stage(&groups, false, None)?;
-        logged.journal.sync().map_err(failed)?;
-        txn.commit().map_err(|e| self.err(e))
+        let committed = self.stage(&groups, false, None).and_then(|txn| {
+            logged.journal.sync().map_err(failed)?;
+            txn.commit().map_err(|e| self.err(e))
+        });
+        if let Err(e) = committed {
+            // The groups are answered as failed: on disk or not, their records must not be
+            // replayed on the next open as if they had happened (a write that found no space
+            // in the database file is refused as not done).
+            // Should that fail too, what the next open finds is unknown.
+            logged.journal.unwrite(frames.len()).map_err(|e| match e {
+                JournalError::Write(e) | JournalError::Sync(e) => StoreError::Engine(Box::new(e)),
+            })?;
+            return Err(e);
+        }
+        Ok(())
     }
 }
 
@@ -485,6 +503,40 @@ mod tests {
         // A clean close leaves nothing to replay.
         let kv = RedbKv::open(&live).unwrap();
         assert_eq!(kv.durable_seq().unwrap(), groups as u64);
+    }
+
+    #[test]
+    fn a_group_refused_for_want_of_space_is_not_replayed() {
+        const ENOSPC: i32 = 28;
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(Failing::default());
+        let open = || {
+            RedbKv::over(Shared(backend.clone()))
+                .unwrap()
+                .journaled(dir.path())
+                .unwrap()
+        };
+        let kv = open();
+        let group = |key: &[u8], len: usize| Batch {
+            ops: vec![(key.to_vec(), Some(vec![7; len]))],
+        };
+        kv.apply(group(b"kept", 10)).unwrap();
+        kv.flush().unwrap();
+        backend.errno.store(ENOSPC, Ordering::Relaxed);
+        backend.write.store(true, Ordering::Relaxed);
+        // Journaled (it is under a quarter of the journal), then refused by the database file.
+        kv.apply(group(b"refused", 64 * 1024)).unwrap();
+        let e = kv.flush().unwrap_err();
+        assert!(matches!(e, StoreError::NoSpace(_)), "{e:?}");
+        drop(kv);
+        backend.write.store(false, Ordering::Relaxed);
+        // Reopened as the writer does once space is back: the refused group did not happen.
+        let kv = open();
+        assert!(kv.get(b"kept").unwrap().is_some());
+        assert!(
+            kv.get(b"refused").unwrap().is_none(),
+            "the refused group was replayed"
+        );
     }
 
     #[test]
