@@ -92,10 +92,9 @@ impl RedbKv {
     /// This database made durable through the journal in `dir`, after replaying the records it
     /// holds that the database does not.
     fn journaled(mut self, dir: &Path) -> Result<Self, StoreError> {
-        let kv = &mut self;
         let (journal, found) =
             Journal::open(&dir.join(JOURNAL_FILE), JOURNAL_BYTES).map_err(io_error)?;
-        let durable = kv.durable_seq()?;
+        let durable = self.durable_seq()?;
         let mut groups = Vec::new();
         let mut last = durable;
         for (seq, batch) in found.into_iter().filter(|(seq, _)| *seq > durable) {
@@ -117,9 +116,9 @@ impl RedbKv {
                 groups = groups.len(),
                 "replaying the journal's groups written since the last checkpoint"
             );
-            kv.commit(&groups, true, Some(last))?;
+            self.commit(&groups, true, Some(last))?;
         }
-        kv.journal = Some(Mutex::new(Logged {
+        self.journal = Some(Mutex::new(Logged {
             journal,
             next: last + 1,
             frames: Vec::new(),
@@ -236,8 +235,8 @@ impl RedbKv {
         if let Err(e) = committed {
             // The groups are answered as failed: on disk or not, their records must not be
             // replayed on the next open as if they had happened (a write that found no space
-            // in the database file is refused as not done).
-            // Should that fail too, what the next open finds is unknown.
+            // in the database file is refused as not done). Should that fail too, what the next
+            // open finds is unknown.
             logged.journal.unwrite(frames.len()).map_err(|e| match e {
                 JournalError::Write(e) | JournalError::Sync(e) => StoreError::Engine(Box::new(e)),
             })?;
