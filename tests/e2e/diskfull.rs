@@ -96,7 +96,7 @@ fn post_orders(
     intake: Arc<Intake>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let http = reqwest::Client::new();
+        let http = ferry_tests::http_client().build().unwrap();
         let mut i = 1;
         while !intake.stop.load(Ordering::Relaxed) {
             let id = format!("{prefix}-{i}");

@@ -207,10 +207,8 @@ impl TestApi {
     fn launch(&mut self) {
         self.starts += 1;
         // A fresh connection pool: kept-alive sockets belong to the previous process.
-        // Idle sockets are dropped before actix's 5 s keep-alive closes them under us.
-        self.http = reqwest::Client::builder()
+        self.http = crate::http_client()
             .timeout(Duration::from_secs(30))
-            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .expect("client");
         let mut args: Vec<String> = if self.opts.legacy_form {

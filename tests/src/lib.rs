@@ -20,6 +20,13 @@ pub mod sim;
 pub use api::{ApiOptions, TestApi};
 pub use sim::{TestLibSim, TestSim, TestWorker, order_on};
 
+/// An HTTP client for the processes under test. Idle sockets are dropped before actix-web's 5 s
+/// keep-alive closes them: a request sent on a socket the server is closing at that moment fails
+/// (`IncompleteMessage`) through no fault of the server.
+pub fn http_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(2))
+}
+
 /// The path of one of the workspace's binaries.
 pub fn bin(name: &str) -> PathBuf {
     let dir = match std::env::var_os("FERRY_BIN_DIR") {

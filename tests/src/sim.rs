@@ -28,7 +28,7 @@ impl TestSim {
         Self {
             port,
             proc,
-            http: reqwest::Client::new(),
+            http: crate::http_client().build().expect("client"),
             _dir: dir,
         }
     }
@@ -237,7 +237,7 @@ impl TestLibSim {
         Self {
             port,
             _proc: proc,
-            http: reqwest::Client::new(),
+            http: crate::http_client().build().expect("client"),
             _dir: dir,
         }
     }
