@@ -17,6 +17,11 @@ use ferry_shared::target::WorkerConfig;
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// How often free space on the data dir's filesystem is looked at.
 const DISK_EVERY: Duration = Duration::from_secs(10);
+/// How long an idle kept-alive connection stays open: longer than the worker's pool keeps an
+/// idle socket (30 s) and than most clients' pools, so the client closes it first. With
+/// actix-web's default of 5 s a request sent just as the api closed the socket failed through no
+/// fault of either. Idle sockets cost a few KB each and do not hold up a graceful stop.
+const KEEP_ALIVE: Duration = Duration::from_secs(75);
 /// Finished jobs pruned per store command (a pass repeats until a chunk comes back short).
 const PRUNE_CHUNK: usize = 1_000;
 
@@ -127,6 +132,7 @@ impl Application {
                 .configure(routes::configure)
         })
         .workers(workers)
+        .keep_alive(KEEP_ALIVE)
         .disable_signals()
         .shutdown_timeout(10)
         .listen(listener)

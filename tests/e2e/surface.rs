@@ -366,3 +366,32 @@ async fn kill_answers_first_then_the_worker_is_told_to_exit_and_the_api_exits_0(
     );
     assert_eq!(api.status_of("too-late").await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_kept_alive_connection_idle_past_five_seconds_is_still_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = TestApi::start().await;
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", api.port))
+        .await
+        .unwrap();
+    let ask = async |conn: &mut tokio::net::TcpStream| {
+        conn.write_all(b"GET /alive HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = vec![0; 64 * 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap();
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    };
+    assert!(ask(&mut conn).await.starts_with("HTTP/1.1 200"));
+    // Idle longer than actix-web's default keep-alive (5 s), shorter than a worker's pool keeps
+    // a socket (30 s): the worker may send its next call on this socket.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let again = ask(&mut conn).await;
+    assert!(
+        again.starts_with("HTTP/1.1 200"),
+        "the socket was closed: {again:?}"
+    );
+}
