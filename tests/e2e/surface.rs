@@ -374,16 +374,36 @@ async fn a_kept_alive_connection_idle_past_five_seconds_is_still_served() {
     let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", api.port))
         .await
         .unwrap();
+    // One whole answer (its headers, then `content-length` bytes), or what came before the
+    // socket closed.
     let ask = async |conn: &mut tokio::net::TcpStream| {
         conn.write_all(b"GET /alive HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             .await
             .unwrap();
-        let mut answer = vec![0; 64 * 1024];
-        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut answer))
-            .await
-            .expect("an answer")
-            .unwrap();
-        String::from_utf8_lossy(&answer[..n]).into_owned()
+        let mut answer = Vec::new();
+        let mut chunk = [0; 16 * 1024];
+        loop {
+            let text = String::from_utf8_lossy(&answer).to_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .expect("a content-length");
+                if answer.len() >= end + 4 + length {
+                    break;
+                }
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut chunk))
+                .await
+                .expect("an answer")
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&answer).into_owned()
     };
     assert!(ask(&mut conn).await.starts_with("HTTP/1.1 200"));
     // Idle longer than actix-web's default keep-alive (5 s), shorter than a worker's pool keeps
