@@ -188,6 +188,69 @@ async fn wrong_content_type_malformed_json_and_oversized_bodies_are_refused_in_t
     assert_eq!(q["data"]["length"], 0, "{q}");
 }
 
+/// A body that arrives in pieces, as a slow client or a proxy sends it, is read whole: with a
+/// `content-length` and chunked, each piece written on its own after a pause.
+#[tokio::test]
+async fn a_body_sent_in_pieces_is_read_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = TestApi::start().await;
+    let mut big = order("pieces-1");
+    big["note"] = json!("n".repeat(40 * 1024));
+    let body = big.to_string();
+    let (head, tail) = body.split_at(body.len() / 3);
+    let (middle, tail) = tail.split_at(tail.len() / 2);
+    let chunked = order("pieces-2").to_string();
+    let (c1, c2) = chunked.split_at(chunked.len() / 2);
+    let requests = [
+        (
+            format!("content-length: {}", body.len()),
+            vec![head.to_string(), middle.to_string(), tail.to_string()],
+        ),
+        (
+            "transfer-encoding: chunked".to_string(),
+            vec![
+                format!("{:x}\r\n{c1}\r\n", c1.len()),
+                format!("{:x}\r\n{c2}\r\n", c2.len()),
+                "0\r\n\r\n".to_string(),
+            ],
+        ),
+    ];
+    for (framing, pieces) in requests {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", api.port))
+            .await
+            .unwrap();
+        conn.write_all(
+            format!(
+                "POST /create HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+                 {framing}\r\nconnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        for piece in pieces {
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            conn.write_all(piece.as_bytes()).await.unwrap();
+            conn.flush().await.unwrap();
+        }
+        let mut answer = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            conn.read_to_string(&mut answer),
+        )
+        .await
+        .expect("an answer")
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{framing}: {answer}");
+    }
+    let (status, one) = api.status_of("pieces-1").await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    let (status, two) = api.status_of("pieces-2").await;
+    assert_eq!(status, StatusCode::OK, "{two}");
+    let (_, q) = api.get("/queue").await;
+    assert_eq!(q["data"]["length"], 2, "{q}");
+}
+
 #[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after_and_accepts_again_once_drained() {
     let api = TestApi::with(ApiOptions::default().env("FERRY_MAX_QUEUE", "2")).await;
