@@ -130,8 +130,11 @@ fn parse_fields(obj: &Map<String, Value>, this_workshop: &str) -> Result<OrderLi
     let username = optional_text(obj, &USERNAME, &mut errors);
     let password = optional_text(obj, &PASSWORD, &mut errors);
 
+    // The name as the tenant spells it (what clients send) needs no slugging to match.
     if let Some(w) = &workshop
-        && (w.is_empty() || TenantSlug::from_name(w) != TenantSlug::from_name(this_workshop))
+        && (w.is_empty()
+            || (w != this_workshop
+                && TenantSlug::from_name(w) != TenantSlug::from_name(this_workshop)))
     {
         errors.insert(
             WORKSHOP.names[0].to_string(),
@@ -472,6 +475,22 @@ mod tests {
             r#"{"uniqueid":"u","workshop":" ","worksheet":"1","product_nr":"1","amount":1}"#,
         );
         assert!(f.contains_key("workshop"), "blank names no workshop: {f:?}");
+    }
+
+    #[test]
+    fn the_tenant_is_named_as_it_spells_itself_or_by_its_slug() {
+        for name in [
+            "Bennys Auto",
+            "bennys auto",
+            " BENNYS-AUTO ",
+            "Bennys  Auto!",
+        ] {
+            let body = format!(
+                r#"{{"uniqueid":"u","workshop":"{name}","worksheet":"1","product_nr":"1","amount":1}}"#
+            );
+            let parsed = parse_create(body.as_bytes(), "Bennys Auto");
+            assert!(parsed.is_ok(), "{name}: {parsed:?}");
+        }
     }
 
     #[test]
