@@ -291,7 +291,7 @@ impl RedbKv {
         };
         logged.journal.write(&frames).map_err(failed)?;
         let apply = self.recent().bytes >= RECENT_BYTES;
-        let synced = (apply)
+        let synced = apply
             .then(|| self.stage(self.recent().ops(), false, None))
             .transpose()
             .and_then(|txn| {
