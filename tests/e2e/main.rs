@@ -5,6 +5,8 @@
 
 /// Alerts by e-mail through a mail sink: batching, retries, the signed retry link.
 mod alerts;
+/// The benchmark's own servers: its floor writes before it answers.
+mod bench;
 /// POST /bookings and GET /get_booking_status: booking jobs beside order lines.
 mod bookings;
 /// The erp_browser connector in headless Chromium against the simulated web ERP.

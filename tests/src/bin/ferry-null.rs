@@ -5,8 +5,8 @@
 //! every ratio.)
 //!
 //! With `--journal FILE` it is the floor of durable intake on this HTTP stack and disk instead:
-//! each body is appended to FILE by one writer thread, which gathers what arrived while it last
-//! wrote, and is answered only after the `fdatasync` that covers it (group commit, as ferry-api's
+//! each body is written to FILE (a line each) by one writer thread, which gathers what arrived
+//! while it last wrote, and is answered only after the `fdatasync` that covers it (group commit, as ferry-api's
 //! writer does, with nothing else: no parsing, no index, no state). No durable server built on
 //! actix-web here can answer faster; ferry-api's distance from it is Ferry's own work.
 
@@ -24,8 +24,8 @@ use tokio::sync::oneshot;
 #[command(
     name = "ferry-null",
     about = "A do-nothing actix-web server that reads the body and answers 200 (benchmark baseline); \
-             with --journal, one that first appends the body to a file and syncs it (the floor of \
-             durable intake)"
+             with --journal, one that first writes the body to a journal file and syncs it (the \
+             floor of durable intake)"
 )]
 struct Cli {
     /// Port to listen on (on 127.0.0.1).
@@ -34,12 +34,13 @@ struct Cli {
     /// actix-web worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
-    /// Append each body to this file (created or truncated) and answer after its `fdatasync`.
+    /// Write each body to this file and answer after its `fdatasync` (the file is created or
+    /// truncated, filled with 64 MiB of zeros, then written from its start round and round).
     #[arg(long)]
     journal: Option<PathBuf>,
 }
 
-/// A body to append, and where to say it is on disk.
+/// A body to write, and where to say it is on disk.
 type Append = (web::Bytes, oneshot::Sender<()>);
 
 #[actix_web::main]
