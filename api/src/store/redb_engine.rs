@@ -9,8 +9,9 @@
 //! `Durability::Immediate` (redb's checkpoint: every page written, a checksummed commit slot, one
 //! `fsync`), with the last record's number beside it, and the journal starts again at its first
 //! byte. Opening replays the records newer than that number and checkpoints; a clean close
-//! checkpoints too. Reads look in [`Recent`] first and otherwise in their own read transaction:
-//! they see the last flushed group.
+//! checkpoints too. Reads look in [`Recent`] first and otherwise in redb's table as its last
+//! commit left it (one read transaction, shared until the next commit): they see the last
+//! flushed group.
 //!
 //! The file is reached through [`Watched`], which notes which call failed: redb reports every I/O
 //! failure alike (and refuses all later calls until reopened), but a `write` or `set_len` that
@@ -75,8 +76,8 @@ pub struct RedbKv {
 /// spent 68–102 µs of CPU an order that way, 32–40 gathering them here); a key written by
 /// several groups is applied once and the transaction's cost is shared.
 ///
-/// Readers take the read lock while they read this and open their redb read transaction, so
-/// what they see is one state: the writer adds a group's writes under the write lock (all of
+/// Readers take the read lock while they read this and take redb's table (`table`), so what
+/// they see is one state: the writer adds a group's writes under the write lock (all of
 /// them at once), and removes applied ones under it only after the transaction holding them
 /// committed.
 #[derive(Default)]
