@@ -322,6 +322,11 @@ impl Machine {
         self.kv.flush()
     }
 
+    /// The engine's work left for after a group's answers ([`Kv::tidy`]).
+    pub fn tidy(&self) -> Result<(), StoreError> {
+        self.kv.tidy()
+    }
+
     /// Whether something became leasable in this group so far.
     pub fn woke(&self) -> bool {
         self.woke

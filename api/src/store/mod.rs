@@ -142,6 +142,12 @@ pub trait Kv: Send + Sync + 'static {
     fn apply(&self, batch: Batch) -> Result<(), StoreError>;
     /// Makes everything applied so far durable and visible (blocking).
     fn flush(&self) -> Result<(), StoreError>;
+    /// Work a flush may leave for after the group is answered (redb: applying journaled writes
+    /// to its tables, checkpoints). Nothing acknowledged depends on it; a failure is treated as
+    /// a failed flush.
+    fn tidy(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Whether the store takes writes.

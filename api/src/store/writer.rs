@@ -3,6 +3,10 @@
 //! work ready, the leases parked for it), apply the group's writes as one atomic batch, flush
 //! once, then answer all of them. Nothing is acknowledged before the flush that makes it durable.
 //!
+//! After the answers the engine may do work it left for later ([`Kv::tidy`](super::Kv::tidy):
+//! redb applies the journaled writes to its tables there), off the answers' path; it fails as a
+//! flush would, with nothing left to answer.
+//!
 //! A group whose write fails is answered with the failure, and what the writer does next depends
 //! on what failed:
 //! - **No space** (the engine's write found none; nothing of the group happened): the engine is
@@ -156,16 +160,23 @@ fn run(
         } else {
             write_and_flush(&mut machine)
         };
-        match written {
-            Ok(()) => {
-                publish(&machine, &published);
-                if woke {
-                    published.work.notify_waiters();
-                }
-                for answer in answers {
-                    answer.send(Ok(()));
-                }
+        // Once answered, the engine's own work (see `Kv::tidy`): it fails as a flush would,
+        // with nothing left to answer.
+        let written = written.and_then(|()| {
+            publish(&machine, &published);
+            if woke {
+                published.work.notify_waiters();
             }
+            for answer in answers.drain(..) {
+                answer.send(Ok(()));
+            }
+            match state {
+                Health::Failed => Ok(()),
+                _ => machine.tidy(),
+            }
+        });
+        match written {
+            Ok(()) => {}
             Err(StoreError::NoSpace(e)) => {
                 tracing::error!(error = %e, "disk full: a store write found no space; refusing intake until space comes back");
                 // The state first: whoever hears the refusal and looks finds it.
