@@ -302,21 +302,23 @@ pub async fn a_failed_job_can_be_retried_and_attempts_are_bounded(engine: Engine
     close(store, writer).await;
 }
 
+/// One command through the state machine at `now`: its group written and flushed, its answer
+/// taken.
+fn step<T>(m: &mut Machine, now: i64, make: impl FnOnce(Answer<T>) -> Command) -> T {
+    let (answer, mut rx) = tokio::sync::oneshot::channel();
+    let pending = m.apply(make(answer), now);
+    m.write_group().unwrap();
+    m.flush().unwrap();
+    pending.send(Ok(()));
+    rx.try_recv().unwrap().unwrap()
+}
+
 pub async fn an_operator_retry_restarts_the_age_limit(engine: Engine) {
     // Driven through the state machine with explicit times: hours pass in an instant.
     let dir = tempfile::tempdir().unwrap();
     let mut m = Machine::recover(engine.open(dir.path()).unwrap(), limits()).unwrap();
     let hour = 3_600_000;
     let t0 = ferry_shared::now_ms();
-    // One command at `now`, its group written, its answer taken.
-    fn step<T>(m: &mut Machine, now: i64, make: impl FnOnce(Answer<T>) -> Command) -> T {
-        let (answer, mut rx) = tokio::sync::oneshot::channel();
-        let pending = m.apply(make(answer), now);
-        m.write_group().unwrap();
-        m.flush().unwrap();
-        pending.send(Ok(()));
-        rx.try_recv().unwrap().unwrap()
-    }
     let lease = |m: &mut Machine, now: i64| -> LeasedJob {
         step(m, now, |answer| Command::Lease {
             worker_id: "w".into(),
@@ -361,6 +363,95 @@ pub async fn an_operator_retry_restarts_the_age_limit(engine: Engine) {
         fail(&mut m, &job, t0 + 50 * hour + 1_000),
         Some(Status::Placed)
     );
+}
+
+pub async fn leased_jobs_the_writer_keeps_decoded_are_what_the_store_holds(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Machine::recover(engine.open(dir.path()).unwrap(), limits()).unwrap();
+    let t0 = ferry_shared::now_ms();
+    // Every job kept decoded is in `processing` and equal to its record; answers how many.
+    let check = |m: &Machine| {
+        let held = m.held_and_stored();
+        for (job, stored) in &held {
+            assert_eq!(job.status, Status::Processing);
+            assert_eq!(Some(job), stored.as_ref(), "job {}", job.id);
+        }
+        held.len()
+    };
+    for i in 0..6 {
+        step(&mut m, t0, |a| {
+            Command::Create(
+                NewJob {
+                    payload: Payload::OrderLine(order(&format!("held-{i}"))),
+                    refused: None,
+                },
+                a,
+            )
+        });
+    }
+    let lease = |m: &mut Machine, now: i64| {
+        step(m, now, |answer| Command::Lease {
+            worker_id: "w".into(),
+            max: 6,
+            lease_ms: 30_000,
+            answer,
+        })
+        .0
+    };
+    let jobs = lease(&mut m, t0);
+    assert_eq!(check(&m), 6);
+    let lease_ids = jobs[..3].iter().map(|j| j.lease_id).collect();
+    let (extended, _) = step(&mut m, t0 + 1_000, |answer| Command::Heartbeat {
+        worker_id: "w".into(),
+        lease_ids,
+        answer,
+    });
+    assert_eq!(extended.len(), 3);
+    assert_eq!(check(&m), 6, "heartbeats keep the extended leases");
+    let item = |job: &LeasedJob, outcome: Outcome| ReportItem {
+        job_id: job.job_id,
+        lease_id: job.lease_id,
+        outcome,
+        detail: AttemptDetail::default(),
+    };
+    let mut stale = item(&jobs[3], created());
+    stale.lease_id = jobs[4].lease_id;
+    let failed = Outcome::Failed {
+        reason_code: "REJECTED".into(),
+        reason_text: "422".into(),
+    };
+    let items = vec![
+        item(&jobs[0], created()),
+        item(&jobs[1], retry(None)),
+        item(&jobs[2], failed),
+        stale,
+    ];
+    let acks = step(&mut m, t0 + 2_000, |answer| Command::Report {
+        worker_id: "w".into(),
+        items,
+        answer,
+    });
+    let accepted: Vec<bool> = acks.iter().map(|a| a.accepted).collect();
+    assert_eq!(accepted, [true, true, true, false]);
+    assert_eq!(
+        check(&m),
+        2,
+        "reported jobs leave, a refused report reads it again"
+    );
+    // The refused one, read from the store, reports as it should.
+    let acks = step(&mut m, t0 + 3_000, |answer| Command::Report {
+        worker_id: "w".into(),
+        items: vec![item(&jobs[3], created())],
+        answer,
+    });
+    assert_eq!(acks[0].status, Some(Status::Created));
+    assert_eq!(check(&m), 2);
+    // The last two expire back to the queue (due after a backoff of at most 20 ms), and are
+    // leased again with the retried one.
+    step(&mut m, t0 + 60_000, Command::ExpireLeases);
+    assert_eq!(check(&m), 0);
+    assert_eq!(lease(&mut m, t0 + 61_000).len(), 3);
+    assert_eq!(check(&m), 3);
 }
 
 pub async fn pruning_removes_finished_jobs_and_frees_their_uniqueids(engine: Engine) {
@@ -985,6 +1076,7 @@ macro_rules! suite {
             clear_moves_only_waiting_jobs_to_cleared,
             a_failed_job_can_be_retried_and_attempts_are_bounded,
             an_operator_retry_restarts_the_age_limit,
+            leased_jobs_the_writer_keeps_decoded_are_what_the_store_holds,
             pruning_removes_finished_jobs_and_frees_their_uniqueids,
             a_full_queue_refuses_new_jobs,
             listing_pages_through_each_status_once,
