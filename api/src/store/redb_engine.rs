@@ -340,6 +340,21 @@ impl RedbKv {
         Ok(())
     }
 
+    /// Runs `step` on the journal (nothing without one); a failure leaves the engine unhealthy,
+    /// so that it is not checkpointed on close.
+    fn with_journal(
+        &self,
+        step: impl FnOnce(&Self, &mut Logged) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let Some(logged) = &self.journal else {
+            return Ok(());
+        };
+        let mut logged = logged.lock().unwrap_or_else(PoisonError::into_inner);
+        let done = step(self, &mut logged);
+        logged.healthy &= done.is_ok();
+        done
+    }
+
     /// redb's table as it is now, to be read with `recent` (whose read lock the caller holds).
     fn table(&self, recent: &Recent) -> Result<Arc<Table>, StoreError> {
         let mut cached = recent.table.lock().unwrap_or_else(PoisonError::into_inner);
@@ -474,23 +489,11 @@ impl Kv for RedbKv {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        let Some(logged) = &self.journal else {
-            return Ok(());
-        };
-        let mut logged = logged.lock().unwrap_or_else(PoisonError::into_inner);
-        let flushed = self.flush_logged(&mut logged);
-        logged.healthy &= flushed.is_ok();
-        flushed
+        self.with_journal(Self::flush_logged)
     }
 
     fn tidy(&self) -> Result<(), StoreError> {
-        let Some(logged) = &self.journal else {
-            return Ok(());
-        };
-        let mut logged = logged.lock().unwrap_or_else(PoisonError::into_inner);
-        let tidied = self.tidy_logged(&mut logged);
-        logged.healthy &= tidied.is_ok();
-        tidied
+        self.with_journal(Self::tidy_logged)
     }
 }
 
