@@ -12,7 +12,7 @@ use ferry_shared::config::RetryConfig;
 use ferry_shared::job::{JobId, OrderLine, Payload, Status};
 use ferry_shared::protocol::{AttemptDetail, LeasedJob, Outcome, ReportItem};
 
-use super::machine::{Answer, Command, Machine, NewJob};
+use super::machine::{Answer, Command, MAX_HELD, Machine, NewJob};
 use super::read::{Cursor, ListQuery};
 use super::{
     CreateOutcome, Engine, Limits, PruneBefore, RetryOutcome, Store, StoreError, WriterHandle,
@@ -365,30 +365,37 @@ pub async fn an_operator_retry_restarts_the_age_limit(engine: Engine) {
     );
 }
 
-pub async fn leased_jobs_the_writer_keeps_decoded_are_what_the_store_holds(engine: Engine) {
+pub async fn open_jobs_the_writer_keeps_decoded_are_what_the_store_holds(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Machine::recover(engine.open(dir.path()).unwrap(), limits()).unwrap();
     let t0 = ferry_shared::now_ms();
-    // Every job kept decoded is in `processing` and equal to its record; answers how many.
+    // Every job kept decoded is open and equal to its record; answers how many.
     let check = |m: &Machine| {
         let held = m.held_and_stored();
         for (job, stored) in &held {
-            assert_eq!(job.status, Status::Processing);
+            assert!(job.status.is_open(), "{:?}", job.status);
             assert_eq!(Some(job), stored.as_ref(), "job {}", job.id);
         }
         held.len()
     };
-    for i in 0..6 {
-        step(&mut m, t0, |a| {
+    let create = |m: &mut Machine, uniqueid: String| {
+        m.apply(
             Command::Create(
                 NewJob {
-                    payload: Payload::OrderLine(order(&format!("held-{i}"))),
+                    payload: Payload::OrderLine(order(&uniqueid)),
                     refused: None,
                 },
-                a,
-            )
-        });
+                tokio::sync::oneshot::channel().0,
+            ),
+            t0,
+        )
+    };
+    for i in 0..6 {
+        create(&mut m, format!("held-{i}"));
     }
+    m.write_group().unwrap();
+    m.flush().unwrap();
+    assert_eq!(check(&m), 6, "placed jobs are kept");
     let lease = |m: &mut Machine, now: i64| {
         step(m, now, |answer| Command::Lease {
             worker_id: "w".into(),
@@ -435,8 +442,8 @@ pub async fn leased_jobs_the_writer_keeps_decoded_are_what_the_store_holds(engin
     assert_eq!(accepted, [true, true, true, false]);
     assert_eq!(
         check(&m),
-        2,
-        "reported jobs leave, a refused report reads it again"
+        3,
+        "created and failed jobs leave, the retried one waits, a refused report reads it again"
     );
     // The refused one, read from the store, reports as it should.
     let acks = step(&mut m, t0 + 3_000, |answer| Command::Report {
@@ -445,13 +452,23 @@ pub async fn leased_jobs_the_writer_keeps_decoded_are_what_the_store_holds(engin
         answer,
     });
     assert_eq!(acks[0].status, Some(Status::Created));
-    assert_eq!(check(&m), 2);
+    assert_eq!(check(&m), 3);
     // The last two expire back to the queue (due after a backoff of at most 20 ms), and are
     // leased again with the retried one.
     step(&mut m, t0 + 60_000, Command::ExpireLeases);
-    assert_eq!(check(&m), 0);
+    assert_eq!(check(&m), 3);
     assert_eq!(lease(&mut m, t0 + 61_000).len(), 3);
     assert_eq!(check(&m), 3);
+    // No more than MAX_HELD are kept; the others are read from the store.
+    for i in 0..MAX_HELD {
+        create(&mut m, format!("more-{i}"));
+    }
+    m.write_group().unwrap();
+    m.flush().unwrap();
+    assert_eq!(check(&m), MAX_HELD);
+    let leased = lease(&mut m, t0 + 62_000);
+    assert_eq!(leased.len(), 6);
+    assert_eq!(check(&m), MAX_HELD);
 }
 
 pub async fn pruning_removes_finished_jobs_and_frees_their_uniqueids(engine: Engine) {
@@ -1076,7 +1093,7 @@ macro_rules! suite {
             clear_moves_only_waiting_jobs_to_cleared,
             a_failed_job_can_be_retried_and_attempts_are_bounded,
             an_operator_retry_restarts_the_age_limit,
-            leased_jobs_the_writer_keeps_decoded_are_what_the_store_holds,
+            open_jobs_the_writer_keeps_decoded_are_what_the_store_holds,
             pruning_removes_finished_jobs_and_frees_their_uniqueids,
             a_full_queue_refuses_new_jobs,
             listing_pages_through_each_status_once,

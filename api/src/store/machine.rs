@@ -221,10 +221,14 @@ struct Tx {
     kinds: [i64; JobKind::ALL.len()],
     /// Jobs this command placed.
     placed: Vec<JobId>,
-    /// The jobs this command wrote, for [`Machine::held`]: a copy when it holds a lease, `None`
-    /// otherwise (or deleted).
+    /// The jobs this command wrote, for [`Machine::held`]: a copy while it is open, `None` once
+    /// it has finished (or is deleted).
     written: Vec<(JobId, Option<Job>)>,
 }
+
+/// Open jobs the writer keeps decoded ([`Machine::held`]), about a kilobyte each: under load
+/// a worker leases what was placed a moment ago, and reports what it leased.
+pub const MAX_HELD: usize = 512;
 
 pub struct Machine {
     kv: Arc<dyn Kv>,
@@ -234,11 +238,12 @@ pub struct Machine {
     kinds: [u64; JobKind::ALL.len()],
     /// Which job each live lease belongs to (heartbeats name only the lease).
     leases: HashMap<LeaseId, JobId>,
-    /// Leased jobs as this machine last wrote them, decoded: their report (and heartbeats) take
-    /// them from here instead of decoding the record again, which cost a drain about a fifth of
-    /// the api's instructions. It always equals what the store holds (kept in step in
-    /// [`Machine::commit`]), holds only jobs in `processing`, so no more than the leases live,
-    /// and starts empty: a job leased before a restart is read from the store.
+    /// Open jobs as this machine last wrote them, decoded: a lease, report or heartbeat takes
+    /// them from here instead of decoding the record again (decoding was a fifth of a drain's
+    /// instructions). It always equals what the store holds (kept in step in
+    /// [`Machine::commit`]), holds only jobs in `placed` or `processing`, at most [`MAX_HELD`]
+    /// (a job written while it is full is read from the store when next needed), so a tenant
+    /// whose queue is empty holds none; it starts empty after a restart.
     held: HashMap<JobId, Job>,
     worker_running: bool,
     stopping: bool,
@@ -466,8 +471,10 @@ impl Machine {
         self.fresh.extend(tx.placed);
         for (id, job) in tx.written {
             match job {
-                Some(job) => self.held.insert(id, job),
-                None => self.held.remove(&id),
+                Some(job) if self.held.len() < MAX_HELD || self.held.contains_key(&id) => {
+                    self.held.insert(id, job)
+                }
+                _ => self.held.remove(&id),
             };
         }
         for (count, d) in self.counts.iter_mut().zip(tx.delta) {
@@ -1089,7 +1096,7 @@ fn unindex(tx: &mut Tx, job: &Job) {
 
 fn put_job(tx: &mut Tx, job: &Job) {
     tx.batch.put(keys::job(job.id), record::encode_job(job));
-    let held = (job.status == Status::Processing).then(|| job.clone());
+    let held = job.status.is_open().then(|| job.clone());
     tx.written.push((job.id, held));
 }
 
