@@ -182,8 +182,8 @@ impl From<TaggedPayload> for Payload {
 }
 
 /// Reads a payload whose `kind` comes first, as Ferry writes it (stored records, leases), straight
-/// into its variant: a stored job was read a fifth faster. Any other order of keys is read the
-/// way serde derives it, through a `serde_json::Value`.
+/// into its variant: decoding a stored job took a sixth fewer instructions. Any other order of
+/// keys is read the way serde derives it, through a `serde_json::Value`.
 impl<'de> Deserialize<'de> for Payload {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::value::MapAccessDeserializer;

@@ -221,9 +221,12 @@ struct Tx {
     kinds: [i64; JobKind::ALL.len()],
     /// Jobs this command placed.
     placed: Vec<JobId>,
-    /// The jobs this command wrote, for [`Machine::held`]: a copy while it is open, `None` once
-    /// it has finished (or is deleted).
+    /// The jobs this command wrote, for [`Machine::held`]: a copy while it is open and `held`
+    /// has room for it, `None` otherwise (or deleted). Copies are made only for the room there
+    /// is: when `held` is full (a backlog no worker takes), a create copies nothing to drop it.
     written: Vec<(JobId, Option<Job>)>,
+    /// How many of `written` are copies.
+    copies: usize,
 }
 
 /// Open jobs the writer keeps decoded ([`Machine::held`]), about a kilobyte each: under load
@@ -485,6 +488,15 @@ impl Machine {
         }
     }
 
+    /// Writes the job's record, and notes it for [`Machine::held`].
+    fn put_job(&self, tx: &mut Tx, job: &Job) {
+        tx.batch.put(keys::job(job.id), record::encode_job(job));
+        let room = self.held.len() + tx.copies < MAX_HELD;
+        let copy = (room && job.status.is_open()).then(|| job.clone());
+        tx.copies += usize::from(copy.is_some());
+        tx.written.push((job.id, copy));
+    }
+
     /// Every job [`Machine::held`] keeps, beside what the store holds for it.
     #[cfg(test)]
     pub fn held_and_stored(&self) -> Vec<(Job, Option<Job>)> {
@@ -559,7 +571,7 @@ impl Machine {
         }
         index(tx, &job);
         tx.delta[job.status.index()] += 1;
-        put_job(tx, &job);
+        self.put_job(tx, &job);
         Ok(CreateOutcome::New(job))
     }
 
@@ -616,7 +628,7 @@ impl Machine {
         tx.delta[from.index()] -= 1;
         tx.delta[job.status.index()] += 1;
         append_event(&mut job, Some(from), note, now);
-        put_job(tx, &job);
+        self.put_job(tx, &job);
         job
     }
 
@@ -839,7 +851,7 @@ impl Machine {
                 lease.expires_ms = now + lease.lease_ms as i64;
             }
             index(tx, &job);
-            put_job(tx, &job);
+            self.put_job(tx, &job);
             extended.push(lease_id);
         }
         Ok((extended, lost))
@@ -1092,12 +1104,6 @@ fn unindex(tx: &mut Tx, job: &Job) {
     if let Some(key) = index_key(job) {
         tx.batch.delete(key);
     }
-}
-
-fn put_job(tx: &mut Tx, job: &Job) {
-    tx.batch.put(keys::job(job.id), record::encode_job(job));
-    let held = job.status.is_open().then(|| job.clone());
-    tx.written.push((job.id, held));
 }
 
 fn append_event(job: &mut Job, from: Option<Status>, note: Note, now: i64) {
