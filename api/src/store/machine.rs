@@ -472,12 +472,11 @@ impl Machine {
     fn commit(&mut self, tx: Tx) {
         self.overlay.extend(tx.batch.ops);
         self.fresh.extend(tx.placed);
+        // `put_job` made copies only for the room there is.
         for (id, job) in tx.written {
             match job {
-                Some(job) if self.held.len() < MAX_HELD || self.held.contains_key(&id) => {
-                    self.held.insert(id, job)
-                }
-                _ => self.held.remove(&id),
+                Some(job) => self.held.insert(id, job),
+                None => self.held.remove(&id),
             };
         }
         for (count, d) in self.counts.iter_mut().zip(tx.delta) {
