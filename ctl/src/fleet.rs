@@ -214,6 +214,9 @@ fn spawn(bin: &Path, args: &[String], env: &[(&str, &str)], out: &Path) -> anyho
 
 pub async fn up(fleet: &Fleet, bins: &Path, key: Option<&str>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&fleet.run_dir)?;
+    // Inherited by every process started here: each api then starts once, not twice (see
+    // `small_pages_only` in ferry-api's `main.rs`).
+    rustix::thread::disable_transparent_huge_pages(true).ok();
     let active: Vec<&Tenant> = fleet.tenants.iter().filter(|t| t.active).collect();
     println!(
         "starting {} active tenant(s), {} at a time",
