@@ -169,18 +169,15 @@ impl Journal {
         self.at + n as u64 <= self.size
     }
 
-    /// Writes framed records after the last ones and starts their writeback
-    /// ([`start_writeback`]), so the device writes them while the caller prepares the group's
-    /// transaction; [`Journal::sync`] then makes them durable. (A helper thread that synced
-    /// while the writer applied the group, or ran the next one, measured no faster on this
-    /// machine: it adds two thread wake-ups per group.)
+    /// Writes framed records after the last ones; [`Journal::sync`] then makes them durable.
+    /// (A helper thread that synced while the writer applied the group, or ran the next one,
+    /// measured no faster on this machine: it adds two thread wake-ups per group.)
     pub fn write(&mut self, frames: &[u8]) -> Result<(), JournalError> {
         self.file
             .write_all_at(frames, self.at)
             .map_err(JournalError::Write)?;
-        let (offset, len) = (self.at, frames.len() as u64);
-        self.at += len;
-        start_writeback(&self.file, offset, len).map_err(JournalError::Sync)
+        self.at += frames.len() as u64;
+        Ok(())
     }
 
     /// Waits until the records written are on the disk (`fdatasync`).
@@ -204,23 +201,8 @@ impl Journal {
     }
 }
 
-/// Starts writing `len` bytes at `offset` of `file` to the disk without waiting for them.
-/// `POSIX_FADV_DONTNEED` does that on Linux: it starts the writeback of the range's dirty pages
-/// (not waiting, as `sync_file_range(SYNC_FILE_RANGE_WRITE)` would, which no safe wrapper offers)
-/// and then drops only whole clean pages, which a page being written is not.
-fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    use rustix::fs::{Advice, fadvise};
-    fadvise(
-        file,
-        offset,
-        std::num::NonZeroU64::new(len),
-        Advice::DontNeed,
-    )
-    .map_err(io::Error::from)
-}
-
 /// A journal write that failed: the write itself (nothing, or a torn record, is on disk) or
-/// getting it onto the disk, starting its writeback or the `fdatasync` (the outcome is unknown).
+/// getting it onto the disk, the `fdatasync` (the outcome is unknown).
 #[derive(Debug)]
 pub enum JournalError {
     Write(io::Error),
