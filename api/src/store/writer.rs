@@ -110,11 +110,11 @@ const STREAM: u8 = 3;
 
 /// The next command. Sleeping on the channel and being woken by the HTTP thread adds a wake-up
 /// to the round trip of each order; so while commands stream in (`streak`: how many in a row
-/// came within [`SPIN`] of the writer asking), the writer first looks for the next one for up to
-/// [`SPIN`], yielding the CPU between looks.
-fn next<T>(rx: &mpsc::Receiver<T>, streak: &mut u8) -> Result<T, mpsc::RecvError> {
+/// came within `spin` of the writer asking), the writer first looks for the next one for up to
+/// `spin` ([`SPIN`]), yielding the CPU between looks.
+fn next<T>(rx: &mpsc::Receiver<T>, streak: &mut u8, spin: Duration) -> Result<T, mpsc::RecvError> {
     let start = Instant::now();
-    while *streak >= STREAM && start.elapsed() < SPIN {
+    while *streak >= STREAM && start.elapsed() < spin {
         match rx.try_recv() {
             Ok(cmd) => return Ok(cmd),
             Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvError),
@@ -122,7 +122,7 @@ fn next<T>(rx: &mpsc::Receiver<T>, streak: &mut u8) -> Result<T, mpsc::RecvError
         }
     }
     let cmd = rx.recv();
-    *streak = match start.elapsed() < SPIN {
+    *streak = match start.elapsed() < spin {
         true => streak.saturating_add(1),
         false => 0,
     };
@@ -148,7 +148,7 @@ fn run(
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             }
-            _ => match next(&rx, &mut streak) {
+            _ => match next(&rx, &mut streak, SPIN) {
                 Ok(cmd) => Some(cmd),
                 Err(_) => break,
             },
@@ -333,25 +333,27 @@ mod tests {
     /// The writer looks for its next command before sleeping only while they stream in.
     #[test]
     fn the_writer_waits_busily_only_while_commands_stream_in() {
+        // A spin long enough that a busy test machine cannot stretch a waiting command past it.
+        let spin = Duration::from_millis(50);
         let (tx, rx) = mpsc::channel();
         let mut streak = 0;
         // Commands already waiting make a stream, after a few.
         for n in 1..=STREAM {
             tx.send(n).unwrap();
-            assert_eq!(next(&rx, &mut streak), Ok(n));
+            assert_eq!(next(&rx, &mut streak, spin), Ok(n));
             assert_eq!(streak, n);
         }
         // One that comes well after the spin sleeps the writer, and ends the stream.
         let late = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(4 * spin);
             tx.send(0).unwrap();
             tx
         });
-        assert_eq!(next(&rx, &mut streak), Ok(0));
+        assert_eq!(next(&rx, &mut streak, spin), Ok(0));
         assert_eq!(streak, 0, "an idle writer sleeps on the channel");
         drop(late.join().unwrap());
         // A closed channel ends the writer, spinning or not.
         streak = STREAM;
-        assert_eq!(next(&rx, &mut streak), Err(mpsc::RecvError));
+        assert_eq!(next(&rx, &mut streak, spin), Err(mpsc::RecvError));
     }
 }
