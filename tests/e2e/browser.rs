@@ -185,8 +185,8 @@ async fn a_save_the_erp_fails_is_retried_and_made_once() {
     t.sim.web(json!({"fail_saves": 1})).await;
     t.api.create_ok(&order_on("unsaved-1", "560")).await;
     let view = settled(&t.api, "unsaved-1", "created", Duration::from_secs(90)).await;
-    assert_eq!(view["attempts"], 2, "{view}");
     let log = t.api.log(view["id"].as_str().unwrap()).await;
+    assert_eq!(view["attempts"], 2, "{view}\n{log:#?}");
     assert!(
         log.iter().any(|e| e["message"]
             .as_str()
