@@ -364,6 +364,51 @@ async fn two_workers_on_one_api_deliver_every_job_once() {
     assert_eq!(lines["replays"], 0, "no job was delivered twice");
 }
 
+#[tokio::test]
+async fn two_workers_share_a_backlog_they_start_on_together() {
+    // Started together on a backlog, their leases meet in the api's groups: each must be given
+    // jobs, not only the first to ask (the second found nothing and waited out its poll).
+    let sim = TestSim::start();
+    let api = api_for(&sim).await;
+    api.put("/stop_worker").await;
+    let n = 600;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(api.create_ok(&order(&format!("backlog-{i}"))).await["id"].clone());
+    }
+    let args = |id| ["--worker-id", id, "--concurrency", "8", "--poll-ms", "1000"];
+    let (a, b) = (worker(&api, &args("wa")), worker(&api, &args("wb")));
+    // Each has heard the pause at the end of a poll, and so is waiting in its next one.
+    eventually(
+        "both workers to hear the pause",
+        Duration::from_secs(10),
+        || async {
+            [&a, &b]
+                .iter()
+                .all(|w| w.output().contains("paused=true"))
+                .then_some(())
+        },
+    )
+    .await;
+    api.put("/start_worker").await;
+    wait_all_created(&api, n, Duration::from_secs(60)).await;
+    let mut by = std::collections::HashMap::<String, usize>::new();
+    for id in &ids {
+        let log = api.log(id.as_str().expect("an id")).await;
+        let leased = log
+            .iter()
+            .find(|e| e["message"] == "leased")
+            .expect("leased");
+        let by_whom = leased["worker_id"].as_str().unwrap_or("nobody");
+        *by.entry(by_whom.to_string()).or_default() += 1;
+    }
+    for w in ["wa", "wb"] {
+        let share = by.get(w).copied().unwrap_or(0);
+        assert!(share >= n / 5, "{w} leased {share} of {n}: {by:?}");
+    }
+    assert_eq!(sim.lines().await["duplicates"], 0);
+}
+
 /// An api and a worker with the job `in-hand` on its way to an ERP that takes 800 ms to answer.
 async fn delivering_in_hand() -> (TestSim, TestApi, TestWorker) {
     let sim = TestSim::start();

@@ -975,6 +975,47 @@ pub async fn a_parked_lease_is_served_in_the_group_that_places_work(engine: Engi
     close(store, writer).await;
 }
 
+pub async fn leases_in_one_group_take_different_committed_jobs(engine: Engine) {
+    // Two workers' leases often meet in one group. The second must not stop at the committed
+    // index keys the first has just taken (their removal is only in the group's overlay): it
+    // would find nothing while work waits, and its worker would be parked until its poll ended.
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Machine::recover(engine.open(dir.path()).unwrap(), limits()).unwrap();
+    fn applied<T>(m: &mut Machine, make: impl FnOnce(Answer<T>) -> Command) -> T {
+        let (answer, mut rx) = tokio::sync::oneshot::channel();
+        m.apply(make(answer), ferry_shared::now_ms()).send(Ok(()));
+        rx.try_recv().unwrap().unwrap()
+    }
+    let ids: Vec<JobId> = ["a", "b", "c", "d"]
+        .into_iter()
+        .map(|key| {
+            let new = NewJob {
+                payload: Payload::OrderLine(order(key)),
+                refused: None,
+            };
+            match applied(&mut m, |a| Command::Create(new, a)) {
+                CreateOutcome::New(job) => job.id,
+                _ => panic!("{key} not created"),
+            }
+        })
+        .collect();
+    m.write_group().unwrap();
+    m.flush().unwrap();
+    let mut lease_in = |max: u32| -> Vec<JobId> {
+        let (jobs, _) = applied(&mut m, |answer| Command::Lease {
+            worker_id: "w".into(),
+            max,
+            lease_ms: 30_000,
+            answer,
+        });
+        jobs.iter().map(|j| j.job_id).collect()
+    };
+    assert_eq!(lease_in(1), ids[..1]);
+    assert_eq!(lease_in(2), ids[1..3], "the second lease of the group");
+    assert_eq!(lease_in(5), ids[3..]);
+    assert!(lease_in(5).is_empty(), "nothing leased twice");
+}
+
 pub async fn a_full_disk_refuses_intake_and_resumes_when_space_comes_back(engine: Engine) {
     use super::Health;
     let dir = tempfile::tempdir().unwrap();
@@ -1100,6 +1141,7 @@ macro_rules! suite {
             a_restart_recovers_jobs_counts_leases_and_worker_state,
             nothing_is_leased_after_leasing_stops,
             a_parked_lease_is_served_in_the_group_that_places_work,
+            leases_in_one_group_take_different_committed_jobs,
             every_applied_group_survives_reopening,
             a_bookid_never_meets_a_uniqueid_and_a_job_refused_at_intake_is_kept,
             connector_state_is_compare_and_swap_and_survives_restarts,
