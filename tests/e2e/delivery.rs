@@ -445,6 +445,30 @@ async fn sigterm_lets_the_worker_finish_what_it_holds_and_exit_0() {
 }
 
 #[tokio::test]
+async fn an_idle_worker_exits_on_sigterm_without_waiting_out_its_poll() {
+    let sim = TestSim::start();
+    let api = api_for(&sim).await;
+    let mut worker = worker(&api, &["--poll-ms", "30000"]);
+    // It has asked for work, found none, and waits in its poll (up to half a lease: 15 s).
+    eventually("the worker to poll", Duration::from_secs(10), || async {
+        api.alive().await["worker"]["last_seen_ms_ago"]
+            .as_u64()
+            .map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = std::time::Instant::now();
+    sigterm(worker.pid().unwrap());
+    let status = worker.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", worker.output());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "exited {:?} after the signal: it waited out its poll",
+        signalled.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn a_second_sigterm_stops_the_worker_at_once_and_its_job_is_delivered_later() {
     let sim = TestSim::start();
     sim.fault(serde_json::json!({"count": 1, "delay_ms": 60_000}))

@@ -176,7 +176,14 @@ impl Worker {
                 permits.push(p);
             }
             let lease = self.lease_request(permits.len(), self.settings.poll_ms);
-            let answer = match self.api.lease(&lease).await {
+            // A signal ends the poll rather than waiting it out (up to `poll_ms` with no work).
+            // Should the api lease jobs in the very moment it is dropped, they return to the
+            // queue when those leases expire, as after a crash.
+            let leased = tokio::select! {
+                answer = self.api.lease(&lease) => answer,
+                _ = shutdown.cancelled() => continue,
+            };
+            let answer = match leased {
                 Ok(a) => a,
                 Err(e) if e.is_transient() => {
                     if !unreachable {
