@@ -409,6 +409,34 @@ async fn two_workers_share_a_backlog_they_start_on_together() {
     assert_eq!(sim.lines().await["duplicates"], 0);
 }
 
+#[tokio::test]
+async fn a_worker_leases_ahead_but_delivers_no_more_than_its_concurrency_at_once() {
+    let sim = TestSim::start();
+    // The first two deliveries hang for a while; the others are answered at once.
+    sim.fault(serde_json::json!({"count": 2, "delay_ms": 3000}))
+        .await;
+    let api = api_for(&sim).await;
+    for i in 0..8 {
+        api.create_ok(&order(&format!("ahead-{i}"))).await;
+    }
+    let _w = worker(&api, &["--concurrency", "2", "--prefetch", "3"]);
+    // Two at the ERP, three more leased and waiting in the worker, three still placed.
+    let queue = eventually("five jobs in hand", Duration::from_secs(10), || async {
+        let queue = api.alive().await["queue"].clone();
+        (queue["processing"] == 5).then_some(queue)
+    })
+    .await;
+    assert_eq!(queue["placed"], 3, "{queue}");
+    let lines = sim.lines().await;
+    assert_eq!(lines["requests"], 2, "only two deliveries at once: {lines}");
+    wait_all_created(&api, 8, Duration::from_secs(30)).await;
+    let lines = sim.lines().await;
+    assert_eq!(
+        (lines["count"].as_u64(), lines["duplicates"].as_u64()),
+        (Some(8), Some(0))
+    );
+}
+
 /// An api and a worker with the job `in-hand` on its way to an ERP that takes 800 ms to answer.
 async fn delivering_in_hand() -> (TestSim, TestApi, TestWorker) {
     let sim = TestSim::start();

@@ -22,6 +22,11 @@ struct Cli {
     /// Jobs delivered at the same time.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
     concurrency: u32,
+    /// Jobs leased ahead of a free delivery slot, so that a delivery that ends is followed at
+    /// once rather than after the next lease. They wait in the worker, their leases
+    /// heartbeated, and count as processing [default: as many as --concurrency].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=512))]
+    prefetch: Option<u32>,
     /// This worker's name in leases and job logs [default: <host>-<pid>].
     #[arg(long)]
     worker_id: Option<String>,
@@ -69,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
             .worker_id
             .unwrap_or_else(|| format!("{}-{}", host.trim(), std::process::id())),
         concurrency: cli.concurrency as usize,
+        prefetch: cli.prefetch.unwrap_or(cli.concurrency) as usize,
         lease_ms: cli.lease_ms,
         poll_ms: cli.poll_ms,
         grace_ms: cli.grace_ms,
