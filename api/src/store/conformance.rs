@@ -903,46 +903,51 @@ fn failing(engine: Engine, dir: &Path) -> (Store, WriterHandle, Arc<Probe>) {
     (store, writer, probe)
 }
 
+/// One command applied to the machine's group and its answer taken (the group is written later).
+fn applied<T>(m: &mut Machine, make: impl FnOnce(Answer<T>) -> Command) -> T {
+    let (answer, mut rx) = tokio::sync::oneshot::channel();
+    m.apply(make(answer), ferry_shared::now_ms()).send(Ok(()));
+    rx.try_recv().unwrap().unwrap()
+}
+
+/// An order placed in the machine's group: its job's id.
+fn placed_in(m: &mut Machine, key: &str) -> JobId {
+    let new = NewJob {
+        payload: Payload::OrderLine(order(key)),
+        refused: None,
+    };
+    match applied(m, |a| Command::Create(new, a)) {
+        CreateOutcome::New(job) => job.id,
+        _ => panic!("{key} not created"),
+    }
+}
+
+/// At most `max` jobs leased in the machine's group: their ids.
+fn leased_in(m: &mut Machine, max: u32) -> Vec<JobId> {
+    let (jobs, _) = applied(m, |answer| Command::Lease {
+        worker_id: "w".into(),
+        max,
+        lease_ms: 30_000,
+        answer,
+    });
+    jobs.iter().map(|j| j.job_id).collect()
+}
+
 pub async fn a_parked_lease_is_served_in_the_group_that_places_work(engine: Engine) {
     // In the machine: a lease finds the jobs placed earlier in its group, after the committed
     // ones, each once.
     let dir = tempfile::tempdir().unwrap();
     let mut m = Machine::recover(engine.open(dir.path()).unwrap(), limits()).unwrap();
-    // One command applied to the group and its answer taken (the group is written later).
-    fn applied<T>(m: &mut Machine, make: impl FnOnce(Answer<T>) -> Command) -> T {
-        let (answer, mut rx) = tokio::sync::oneshot::channel();
-        m.apply(make(answer), ferry_shared::now_ms()).send(Ok(()));
-        rx.try_recv().unwrap().unwrap()
-    }
-    let place = |m: &mut Machine, key: &str| {
-        let new = NewJob {
-            payload: Payload::OrderLine(order(key)),
-            refused: None,
-        };
-        match applied(m, |a| Command::Create(new, a)) {
-            CreateOutcome::New(job) => job.id,
-            _ => panic!("not created"),
-        }
-    };
-    let lease_in = |m: &mut Machine, max: u32| -> Vec<JobId> {
-        let (jobs, _) = applied(m, |answer| Command::Lease {
-            worker_id: "w".into(),
-            max,
-            lease_ms: 30_000,
-            answer,
-        });
-        jobs.iter().map(|j| j.job_id).collect()
-    };
-    let old = place(&mut m, "old");
+    let old = placed_in(&mut m, "old");
     m.write_group().unwrap();
     m.flush().unwrap();
-    let (a, b) = (place(&mut m, "a"), place(&mut m, "b"));
-    assert_eq!(lease_in(&mut m, 1), [old]);
-    assert_eq!(lease_in(&mut m, 5), [a, b]);
-    assert!(lease_in(&mut m, 5).is_empty(), "nothing leased twice");
+    let (a, b) = (placed_in(&mut m, "a"), placed_in(&mut m, "b"));
+    assert_eq!(leased_in(&mut m, 1), [old]);
+    assert_eq!(leased_in(&mut m, 5), [a, b]);
+    assert!(leased_in(&mut m, 5).is_empty(), "nothing leased twice");
     m.write_group().unwrap();
     m.flush().unwrap();
-    assert!(lease_in(&mut m, 5).is_empty());
+    assert!(leased_in(&mut m, 5).is_empty());
     drop(m);
 
     // Through the writer: a parked lease is served in the new job's own group, made durable
@@ -981,39 +986,20 @@ pub async fn leases_in_one_group_take_different_committed_jobs(engine: Engine) {
     // would find nothing while work waits, and its worker would be parked until its poll ended.
     let dir = tempfile::tempdir().unwrap();
     let mut m = Machine::recover(engine.open(dir.path()).unwrap(), limits()).unwrap();
-    fn applied<T>(m: &mut Machine, make: impl FnOnce(Answer<T>) -> Command) -> T {
-        let (answer, mut rx) = tokio::sync::oneshot::channel();
-        m.apply(make(answer), ferry_shared::now_ms()).send(Ok(()));
-        rx.try_recv().unwrap().unwrap()
-    }
     let ids: Vec<JobId> = ["a", "b", "c", "d"]
         .into_iter()
-        .map(|key| {
-            let new = NewJob {
-                payload: Payload::OrderLine(order(key)),
-                refused: None,
-            };
-            match applied(&mut m, |a| Command::Create(new, a)) {
-                CreateOutcome::New(job) => job.id,
-                _ => panic!("{key} not created"),
-            }
-        })
+        .map(|key| placed_in(&mut m, key))
         .collect();
     m.write_group().unwrap();
     m.flush().unwrap();
-    let mut lease_in = |max: u32| -> Vec<JobId> {
-        let (jobs, _) = applied(&mut m, |answer| Command::Lease {
-            worker_id: "w".into(),
-            max,
-            lease_ms: 30_000,
-            answer,
-        });
-        jobs.iter().map(|j| j.job_id).collect()
-    };
-    assert_eq!(lease_in(1), ids[..1]);
-    assert_eq!(lease_in(2), ids[1..3], "the second lease of the group");
-    assert_eq!(lease_in(5), ids[3..]);
-    assert!(lease_in(5).is_empty(), "nothing leased twice");
+    assert_eq!(leased_in(&mut m, 1), ids[..1]);
+    assert_eq!(
+        leased_in(&mut m, 2),
+        ids[1..3],
+        "the second lease of the group"
+    );
+    assert_eq!(leased_in(&mut m, 5), ids[3..]);
+    assert!(leased_in(&mut m, 5).is_empty(), "nothing leased twice");
 }
 
 pub async fn a_full_disk_refuses_intake_and_resumes_when_space_comes_back(engine: Engine) {
