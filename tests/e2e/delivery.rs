@@ -477,14 +477,13 @@ async fn an_idle_worker_exits_on_sigterm_without_waiting_out_its_poll() {
     let sim = TestSim::start();
     let api = api_for(&sim).await;
     let mut worker = worker(&api, &["--poll-ms", "30000"]);
-    // It has asked for work, found none, and waits in its poll (up to half a lease: 15 s).
+    // It has asked for work and finds none: its poll would last up to half a lease (15 s).
     eventually("the worker to poll", Duration::from_secs(10), || async {
         api.alive().await["worker"]["last_seen_ms_ago"]
             .as_u64()
             .map(|_| ())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let signalled = std::time::Instant::now();
     sigterm(worker.pid().unwrap());
     let status = worker.wait_exit(Duration::from_secs(30));

@@ -1,7 +1,8 @@
 //! The worker's life: fetch the connector settings from the api, then lease jobs (long-poll, in
 //! batches, never more than `concurrency` delivering and `prefetch` more leased ahead), deliver
-//! each, and report outcomes in batches, heartbeating the leases it holds. It obeys the api's directive (`pause` stops leasing,
-//! `exit` finishes and exits) and, on a signal, finishes what it holds within a grace period.
+//! each, and report outcomes in batches, heartbeating the leases it holds. It obeys the api's
+//! directive (`pause` stops leasing, `exit` finishes and exits) and, on a signal, finishes what
+//! it holds within a grace period.
 //! When the api is unreachable it backs off and tries again, keeping unreported outcomes.
 
 use std::collections::HashSet;
