@@ -662,6 +662,46 @@ pub async fn nothing_is_leased_after_leasing_stops(engine: Engine) {
     close(store, writer).await;
 }
 
+pub async fn counts_read_while_jobs_move_add_up_to_the_jobs(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = open(engine, dir.path());
+    let n = 200u64;
+    for i in 0..n {
+        create(&store, &format!("j{i}")).await;
+    }
+    // Each group moves jobs between statuses; a reader must never count a job in its old
+    // status and its new one (or in neither).
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = std::thread::spawn({
+        let (store, done) = (store.clone(), done.clone());
+        move || {
+            let mut torn = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                let counts = store.counts();
+                if counts.iter().sum::<u64>() != n {
+                    torn.push(counts);
+                }
+            }
+            torn
+        }
+    });
+    for _ in 0..n / 2 {
+        for job in lease(&store, 2, 60_000).await {
+            report(&store, &job, created()).await;
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let torn = reader.join().unwrap();
+    assert!(
+        torn.is_empty(),
+        "{} torn reads: {:?}",
+        torn.len(),
+        &torn[..torn.len().min(5)]
+    );
+    assert_eq!(store.count(Status::Created), n);
+    close(store, writer).await;
+}
+
 pub async fn a_restart_recovers_jobs_counts_leases_and_worker_state(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let (store, writer) = open(engine, dir.path());
@@ -1124,6 +1164,7 @@ macro_rules! suite {
             pruning_removes_finished_jobs_and_frees_their_uniqueids,
             a_full_queue_refuses_new_jobs,
             listing_pages_through_each_status_once,
+            counts_read_while_jobs_move_add_up_to_the_jobs,
             a_restart_recovers_jobs_counts_leases_and_worker_state,
             nothing_is_leased_after_leasing_stops,
             a_parked_lease_is_served_in_the_group_that_places_work,

@@ -194,8 +194,9 @@ impl Health {
 /// What the writer publishes for readers on other threads.
 #[derive(Debug, Default)]
 pub struct Published {
-    counts: [AtomicU64; 5],
-    kinds: [AtomicU64; ferry_shared::job::JobKind::ALL.len()],
+    /// Jobs per status and per kind, replaced together once a group is flushed: read one
+    /// number at a time, a reader could add one job's old status to its new one.
+    tally: Mutex<Tally>,
     worker_running: AtomicBool,
     /// A [`Health`] as its index.
     health: AtomicU8,
@@ -213,6 +214,12 @@ pub struct Published {
     /// work ready (see [`Store::park_lease`]).
     parked: Mutex<Vec<ParkedLease>>,
     next_ticket: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    counts: [u64; 5],
+    kinds: [u64; ferry_shared::job::JobKind::ALL.len()],
 }
 
 /// A lease waiting in [`Published::parked`], numbered so that its caller can withdraw it.
@@ -255,6 +262,14 @@ impl Published {
 
     fn refused(&self, by: Health) {
         self.refused[by.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn tally(&self) -> Tally {
+        *self.tally.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_tally(&self, counts: [u64; 5], kinds: [u64; JobKind::ALL.len()]) {
+        *self.tally.lock().unwrap_or_else(PoisonError::into_inner) = Tally { counts, kinds };
     }
 
     fn parked(&self) -> std::sync::MutexGuard<'_, Vec<ParkedLease>> {
@@ -627,7 +642,7 @@ impl Store {
 
     /// Jobs per status, in `Status::ALL` order, as of the last flush.
     pub fn counts(&self) -> [u64; 5] {
-        std::array::from_fn(|i| self.published.counts[i].load(Ordering::Relaxed))
+        self.published.tally().counts
     }
 
     /// Jobs of status `st` that finished in `(after_ms, until_ms]`, oldest first.
@@ -643,11 +658,11 @@ impl Store {
 
     /// Jobs kept, by kind (indexed by `JobKind as usize`).
     pub fn kinds(&self) -> [u64; ferry_shared::job::JobKind::ALL.len()] {
-        std::array::from_fn(|i| self.published.kinds[i].load(Ordering::Relaxed))
+        self.published.tally().kinds
     }
 
     pub fn count(&self, st: Status) -> u64 {
-        self.published.counts[st.index()].load(Ordering::Relaxed)
+        self.published.tally().counts[st.index()]
     }
 
     pub fn worker_running(&self) -> bool {

@@ -65,12 +65,7 @@ pub fn spawn(
 }
 
 fn publish(machine: &Machine, published: &Published) {
-    for (slot, n) in published.counts.iter().zip(machine.counts()) {
-        slot.store(n, Ordering::Relaxed);
-    }
-    for (slot, n) in published.kinds.iter().zip(machine.kinds()) {
-        slot.store(n, Ordering::Relaxed);
-    }
+    published.set_tally(machine.counts(), machine.kinds());
     published
         .worker_running
         .store(machine.worker_running(), Ordering::Relaxed);
