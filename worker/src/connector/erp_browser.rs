@@ -62,6 +62,16 @@ impl Fail {
     }
 }
 
+/// Whether `e` says an element belonged to a page that has since been replaced: Chrome answers
+/// `stale element reference`, or an `unknown error` that the node "does not belong to the
+/// document" when the navigation lands between finding an element and reading it.
+fn page_left(e: &CmdError) -> bool {
+    use fantoccini::error::ErrorStatus;
+    matches!(e, CmdError::Standard(w) if w.error == ErrorStatus::StaleElementReference
+        || (w.error == ErrorStatus::UnknownError
+            && w.message.contains("does not belong to the document")))
+}
+
 /// A WebDriver error: the browser is gone, or the page did not do what was asked.
 fn driver_error(e: CmdError) -> Fail {
     use fantoccini::error::ErrorStatus;
@@ -94,6 +104,11 @@ impl ErpBrowserConnector {
     pub fn new(cfg: ErpBrowser, ctx: super::Ctx) -> Self {
         let browser = Browser::new(cfg.clone());
         Self { cfg, ctx, browser }
+    }
+
+    /// Browser sessions at most, each driving one job.
+    pub fn sessions(&self) -> usize {
+        self.cfg.concurrency as usize
     }
 
     pub async fn deliver(&self, job: &LeasedJob) -> (Outcome, AttemptDetail) {
@@ -456,15 +471,17 @@ impl<'a> Steps<'a> {
             Action::WaitText { text } => {
                 let text = self.vars.fill(text);
                 loop {
-                    let body = c
-                        .find(Locator::Css("body"))
-                        .await
-                        .map_err(driver_error)?
-                        .text()
-                        .await
-                        .map_err(driver_error)?;
-                    if body.contains(&text) {
-                        break;
+                    let body = match c.find(Locator::Css("body")).await {
+                        Ok(body) => body.text().await,
+                        Err(e) => Err(e),
+                    };
+                    match body {
+                        Ok(body) if body.contains(&text) => break,
+                        Ok(_) => {}
+                        // The page the body was found in was left before its text was read
+                        // (a save's answer arriving): look again in the new one.
+                        Err(e) if page_left(&e) => {}
+                        Err(e) => return Err(driver_error(e)),
                     }
                     if let Some(fail) = self
                         .give_up(deadline, &format!("the text \"{text}\""))
