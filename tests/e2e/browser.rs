@@ -180,6 +180,47 @@ async fn slow_pages_and_an_expired_session_still_make_each_line_once() {
 }
 
 #[tokio::test]
+async fn a_worker_leases_no_more_jobs_than_its_browsers_can_drive() {
+    // One browser session (the config's default) and the worker's default --concurrency of 16:
+    // one job at the browser and one leased ahead; the rest stay placed, where an operator
+    // sees them as waiting, and a killed worker holds no more than two.
+    let t = tenant(60, &[], &[]).await;
+    t.sim.web(json!({"slow_ms": 300, "render_ms": 300})).await;
+    for i in 0..5 {
+        t.api.create_ok(&order_on(&format!("one-{i}"), "558")).await;
+    }
+    let queue = eventually("two jobs in hand", Duration::from_secs(30), || async {
+        let queue = t.api.alive().await["queue"].clone();
+        (queue["processing"] == 2).then_some(queue)
+    })
+    .await;
+    assert_eq!(queue["placed"], 3, "{queue}");
+    for i in 0..5 {
+        settled(
+            &t.api,
+            &format!("one-{i}"),
+            "created",
+            Duration::from_secs(90),
+        )
+        .await;
+    }
+    let lines = t.sim.lines().await;
+    assert_eq!(
+        (lines["count"].clone(), lines["duplicates"].clone()),
+        (json!(5), json!(0))
+    );
+    // Each line through the one session, logged in once: no attempt lost its browser.
+    let web = t.sim.web_state().await;
+    let mut logs = String::new();
+    for i in 0..5 {
+        let view = t.api.status_of(&format!("one-{i}")).await.1;
+        let log = t.api.log(view["data"]["id"].as_str().unwrap()).await;
+        logs += &format!("{}\n", Value::from(log));
+    }
+    assert_eq!(web["logins"], 1, "{web}\n{logs}");
+}
+
+#[tokio::test]
 async fn a_save_the_erp_fails_is_retried_and_made_once() {
     let t = tenant(60, &[], &[("FERRY_RETRY__BASE_MS", "200")]).await;
     t.sim.web(json!({"fail_saves": 1})).await;

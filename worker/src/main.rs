@@ -19,12 +19,12 @@ struct Cli {
     /// The tenant's ferry-api.
     #[arg(long, value_name = "URL", env = "FERRY_API_URL")]
     api: String,
-    /// Jobs delivered at the same time.
+    /// Jobs delivered at the same time (no more than a browser target's sessions).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
     concurrency: u32,
     /// Jobs leased ahead of a free delivery slot, so that a delivery that ends is followed at
     /// once rather than after the next lease. They wait in the worker, their leases
-    /// heartbeated, and count as processing [default: as many as --concurrency].
+    /// heartbeated, and count as processing [default: as many as are delivered at once].
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=512))]
     prefetch: Option<u32>,
     /// This worker's name in leases and job logs [default: <host>-<pid>].
@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
             .worker_id
             .unwrap_or_else(|| format!("{}-{}", host.trim(), std::process::id())),
         concurrency: cli.concurrency as usize,
-        prefetch: cli.prefetch.unwrap_or(cli.concurrency) as usize,
+        prefetch: cli.prefetch.map(|p| p as usize),
         lease_ms: cli.lease_ms,
         poll_ms: cli.poll_ms,
         grace_ms: cli.grace_ms,

@@ -69,6 +69,16 @@ impl Connector {
         })
     }
 
+    /// How many deliveries the target itself takes at once, where it says (a browser tenant's
+    /// sessions). The worker delivers no more than that, and leases ahead accordingly: a job
+    /// waiting for a browser in the worker would only show as processing and wait there.
+    pub fn deliveries_at_most(&self) -> Option<usize> {
+        match self {
+            Connector::ErpBrowser(c) => Some(c.sessions()),
+            Connector::ErpRest(_) | Connector::Passagepoint(_) | Connector::Postgres(_) => None,
+        }
+    }
+
     pub async fn deliver(&self, job: &LeasedJob) -> (Outcome, AttemptDetail) {
         match self {
             Connector::ErpRest(c) => c.deliver(job).await,
