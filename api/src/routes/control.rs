@@ -5,11 +5,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use ferry_shared::answer::{Cleared, Desired, QueuePage, WorkerSwitch};
 use ferry_shared::envelope::{Failure, Success};
-use ferry_shared::job::{JobKind, JobView, Status};
+use ferry_shared::job::{Counts, JobKind, JobView, Status};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::health::counts;
 use super::ok;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -173,14 +172,16 @@ pub(super) async fn queue(
     })
     .await
     .map_err(|_| ApiError::Store(crate::store::StoreError::Closed))??;
-    let length: u64 = statuses.iter().map(|s| state.store.count(*s)).sum();
+    // The length and the counts from one reading, so that they agree.
+    let tally = state.store.counts();
+    let length: u64 = statuses.iter().map(|s| tally[s.index()]).sum();
     let jobs: Vec<JobView> = page.jobs.iter().map(|j| state.view(j)).collect();
     Ok(ok(
         StatusCode::OK,
         format!("{length} job(s) in {}", names(&statuses)),
         QueuePage {
             length,
-            counts: counts(&state),
+            counts: Counts::from_indexed(tally),
             jobs,
             exact: exact.map(|j| state.view(&j)),
             next_cursor: page.next_cursor.map(|c| c.encode()),
