@@ -437,6 +437,38 @@ async fn a_worker_leases_ahead_but_delivers_no_more_than_its_concurrency_at_once
     );
 }
 
+#[tokio::test]
+async fn heartbeats_keep_deliveries_longer_than_the_lease_from_being_leased_again() {
+    let sim = TestSim::start();
+    // Each of the first two deliveries takes three leases' time.
+    sim.fault(serde_json::json!({"count": 2, "delay_ms": 4_500}))
+        .await;
+    let api = api_for(&sim).await;
+    let _w = worker(&api, &["--lease-ms", "1500"]);
+    // The worker idles first (nothing in hand: its heartbeat waits without a timer), then takes
+    // a job, finishes it, idles again and takes the next.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in ["long-1", "long-2"] {
+        api.create_ok(&order(id)).await;
+        let job = eventually(
+            &format!("{id} created"),
+            Duration::from_secs(20),
+            || async {
+                let (_, b) = api.status_of(id).await;
+                (b["data"]["status"] == "created").then(|| b["data"].clone())
+            },
+        )
+        .await;
+        let log = api.log(job["id"].as_str().unwrap()).await;
+        assert_eq!(job["attempts"], 1, "the lease never expired: {log:#?}");
+    }
+    let lines = sim.lines().await;
+    assert_eq!(
+        (lines["requests"].as_u64(), lines["duplicates"].as_u64()),
+        (Some(2), Some(0))
+    );
+}
+
 /// An api and a worker with the job `in-hand` on its way to an ERP that takes 800 ms to answer.
 async fn delivering_in_hand() -> (TestSim, TestApi, TestWorker) {
     let sim = TestSim::start();

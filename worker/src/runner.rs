@@ -88,8 +88,41 @@ pub struct Worker {
     connector: Arc<Connector>,
     settings: Settings,
     heard: Arc<Heard>,
-    /// Leases delivered or being delivered whose outcome the api has not yet acknowledged.
-    held: Arc<Mutex<HashSet<LeaseId>>>,
+    held: Arc<Held>,
+}
+
+/// Leases delivered or being delivered whose outcome the api has not yet acknowledged: the
+/// heartbeat extends them, and sleeps without a timer while there are none.
+#[derive(Default)]
+struct Held {
+    ids: Mutex<HashSet<LeaseId>>,
+    /// Woken when the first lease comes into an empty hand.
+    first: tokio::sync::Notify,
+}
+
+impl Held {
+    fn insert(&self, id: LeaseId) {
+        let mut ids = self.ids.lock().expect("lock");
+        if ids.is_empty() {
+            self.first.notify_one();
+        }
+        ids.insert(id);
+    }
+
+    fn forget(&self, items: &[ReportItem]) {
+        let mut ids = self.ids.lock().expect("lock");
+        for item in items {
+            ids.remove(&item.lease_id);
+        }
+    }
+
+    fn ids(&self) -> Vec<LeaseId> {
+        self.ids.lock().expect("lock").iter().copied().collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ids.lock().expect("lock").is_empty()
+    }
 }
 
 impl Worker {
@@ -234,7 +267,7 @@ impl Worker {
             }
             for job in answer.jobs {
                 let permit = permits.pop().expect("the api leases no more than asked");
-                self.held.lock().expect("lock").insert(job.lease_id);
+                self.held.insert(job.lease_id);
                 let (connector, tx, slots) = (self.connector.clone(), tx.clone(), slots.clone());
                 tokio::spawn(async move {
                     let slot = slots.acquire_owned().await.expect("never closed");
@@ -307,7 +340,7 @@ async fn report_loop(
     worker_id: String,
     mut rx: mpsc::UnboundedReceiver<ReportItem>,
     heard: Arc<Heard>,
-    held: Arc<Mutex<HashSet<LeaseId>>>,
+    held: Arc<Held>,
 ) {
     let mut pending: Vec<ReportItem> = Vec::new();
     let mut backoff = Backoff::new();
@@ -335,7 +368,7 @@ async fn report_loop(
                         "report refused: the job was handed to another attempt"
                     );
                 }
-                forget(&held, &sent);
+                held.forget(&sent);
             }
             Err(e) if e.is_transient() => {
                 pending.extend(sent);
@@ -344,34 +377,35 @@ async fn report_loop(
             }
             Err(e) => {
                 tracing::error!(error = %e, "report refused; those jobs will be leased again");
-                forget(&held, &sent);
+                held.forget(&sent);
             }
         }
     }
 }
 
-fn forget(held: &Mutex<HashSet<LeaseId>>, items: &[ReportItem]) {
-    let mut held = held.lock().expect("lock");
-    for item in items {
-        held.remove(&item.lease_id);
-    }
-}
-
-/// Extends the leases of jobs not yet reported, every third of the lease time.
+/// Extends the leases of jobs not yet reported, every third of the lease time. With none in
+/// hand it waits for the first rather than waking on a timer (an idle worker's wake-ups are
+/// a fleet's idle CPU).
 async fn heartbeat_loop(
     api: ApiClient,
     settings: Settings,
     heard: Arc<Heard>,
-    held: Arc<Mutex<HashSet<LeaseId>>>,
+    held: Arc<Held>,
     stop: CancellationToken,
 ) {
     let every = Duration::from_millis((settings.lease_ms / 3).max(200));
     loop {
+        if held.is_empty() {
+            tokio::select! {
+                _ = held.first.notified() => {}
+                _ = stop.cancelled() => return,
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        let lease_ids: Vec<LeaseId> = held.lock().expect("lock").iter().copied().collect();
+        let lease_ids = held.ids();
         if lease_ids.is_empty() {
             continue;
         }
