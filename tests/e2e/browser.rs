@@ -110,11 +110,11 @@ async fn a_worker_killed_after_the_save_is_replaced_and_the_line_is_not_made_twi
     t.sim.web(json!({})).await;
     let _next = TestWorker::start(&t.api.base(), &["--lease-ms", "4000"], &[]);
     let view = settled(&t.api, "replay-1", "created", Duration::from_secs(60)).await;
-    assert_eq!(view["attempts"], 2, "{view}");
-    let lines = t.sim.lines().await;
-    assert_eq!(lines["count"], 1, "nothing added on the replay: {lines}");
     let id = view["id"].as_str().unwrap();
     let log = t.api.log(id).await;
+    assert_eq!(view["attempts"], 2, "{view}\n{log:#?}");
+    let lines = t.sim.lines().await;
+    assert_eq!(lines["count"], 1, "nothing added on the replay: {lines}");
     assert!(
         log.iter().any(|e| e["excerpt"]
             .as_str()
