@@ -450,15 +450,7 @@ async fn heartbeats_keep_deliveries_longer_than_the_lease_from_being_leased_agai
     tokio::time::sleep(Duration::from_millis(500)).await;
     for id in ["long-1", "long-2"] {
         api.create_ok(&order(id)).await;
-        let job = eventually(
-            &format!("{id} created"),
-            Duration::from_secs(20),
-            || async {
-                let (_, b) = api.status_of(id).await;
-                (b["data"]["status"] == "created").then(|| b["data"].clone())
-            },
-        )
-        .await;
+        let job = wait_status(&api, id, "created").await;
         let log = api.log(job["id"].as_str().unwrap()).await;
         assert_eq!(job["attempts"], 1, "the lease never expired: {log:#?}");
     }
