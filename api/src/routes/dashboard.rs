@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::control::{QueueParams, filters};
-use super::health::counts;
 use super::ok;
 use super::openapi::JsonBodyFailures;
 use crate::error::ApiError;
@@ -46,7 +45,7 @@ pub struct Stats {
     responses((status = 200, description = "Counts by status and kind, outcomes per minute.", body = Success<Stats>)),
 )]
 pub(super) async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let kinds = state.store.kinds();
+    let (counts, kinds) = state.store.counts_and_kinds();
     let data = Stats {
         target: state
             .settings
@@ -58,7 +57,7 @@ pub(super) async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, Ap
             .source
             .as_ref()
             .map(|s| s.kind_name().to_string()),
-        counts: counts(&state),
+        counts: Counts::from_indexed(counts),
         kinds: JobKind::ALL
             .iter()
             .map(|k| (k.as_str().to_string(), kinds[*k as usize]))

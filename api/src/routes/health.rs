@@ -23,7 +23,7 @@ async fn oldest_waiting(state: &web::Data<AppState>) -> Option<i64> {
         .flatten()
 }
 
-pub fn counts(state: &AppState) -> Counts {
+fn counts(state: &AppState) -> Counts {
     Counts::from_indexed(state.store.counts())
 }
 

@@ -661,6 +661,12 @@ impl Store {
         self.published.tally().kinds
     }
 
+    /// [`Store::counts`] and [`Store::kinds`] from one reading, so that they add up alike.
+    pub fn counts_and_kinds(&self) -> ([u64; 5], [u64; JobKind::ALL.len()]) {
+        let tally = self.published.tally();
+        (tally.counts, tally.kinds)
+    }
+
     pub fn count(&self, st: Status) -> u64 {
         self.published.tally().counts[st.index()]
     }
