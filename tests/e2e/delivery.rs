@@ -447,7 +447,10 @@ async fn heartbeats_keep_deliveries_longer_than_the_lease_from_being_leased_agai
     let _w = worker(&api, &["--lease-ms", "1500"]);
     // The worker idles first (nothing in hand: its heartbeat waits without a timer), then takes
     // a job, finishes it, idles again and takes the next.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("the worker connected", Duration::from_secs(10), || async {
+        (api.alive().await["worker"]["connected"] == true).then_some(())
+    })
+    .await;
     for id in ["long-1", "long-2"] {
         api.create_ok(&order(id)).await;
         let job = wait_status(&api, id, "created").await;
