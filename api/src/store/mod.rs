@@ -656,12 +656,8 @@ impl Store {
         read::finished_between(&*self.kv.get(), st, after_ms, until_ms, limit)
     }
 
-    /// Jobs kept, by kind (indexed by `JobKind as usize`).
-    pub fn kinds(&self) -> [u64; ferry_shared::job::JobKind::ALL.len()] {
-        self.published.tally().kinds
-    }
-
-    /// [`Store::counts`] and [`Store::kinds`] from one reading, so that they add up alike.
+    /// [`Store::counts`] and the jobs kept by kind (indexed by `JobKind as usize`), from one
+    /// reading, so that they add up alike.
     pub fn counts_and_kinds(&self) -> ([u64; 5], [u64; JobKind::ALL.len()]) {
         let tally = self.published.tally();
         (tally.counts, tally.kinds)
