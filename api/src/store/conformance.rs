@@ -888,6 +888,36 @@ pub async fn every_applied_group_survives_reopening(engine: Engine) {
     }
 }
 
+/// Engine level: what `apply` wrote is seen by reads only once `flush` made it durable, so that
+/// nobody reads a state a crash could still take away (a status that goes back after a restart).
+pub async fn a_group_is_seen_only_once_it_is_durable(engine: Engine) {
+    use super::Batch;
+    let dir = tempfile::tempdir().unwrap();
+    let kv = waiting_for_lock(|| engine.open(dir.path()));
+    let seen = |kv: &dyn super::Kv| {
+        let mut keys = Vec::new();
+        kv.scan(b"", b"\xff", &mut |k, _| {
+            keys.push(k.to_vec());
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        (kv.get(b"k").unwrap(), keys)
+    };
+    for (group, ops) in [
+        (1, vec![(b"k".to_vec(), Some(b"v1".to_vec()))]),
+        (
+            2,
+            vec![(b"k".to_vec(), None), (b"x".to_vec(), Some(b"1".to_vec()))],
+        ),
+    ] {
+        let before = seen(&*kv);
+        kv.apply(Batch { ops }).unwrap();
+        assert_eq!(seen(&*kv), before, "group {group} seen before its flush");
+        kv.flush().unwrap();
+    }
+    assert_eq!(seen(&*kv), (None, vec![b"x".to_vec()]));
+}
+
 /// An engine that fails its next writes as armed and counts its flushes.
 struct Failing {
     inner: Arc<dyn super::Kv>,
@@ -1174,6 +1204,7 @@ macro_rules! suite {
             a_parked_lease_is_served_in_the_group_that_places_work,
             leases_in_one_group_take_different_committed_jobs,
             every_applied_group_survives_reopening,
+            a_group_is_seen_only_once_it_is_durable,
             a_bookid_never_meets_a_uniqueid_and_a_job_refused_at_intake_is_kept,
             connector_state_is_compare_and_swap_and_survives_restarts,
             a_full_disk_refuses_intake_and_resumes_when_space_comes_back,

@@ -137,8 +137,9 @@ pub trait Kv: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Visits the keys in `[from, to)` in byte order until `visit` breaks.
     fn scan(&self, from: &[u8], to: &[u8], visit: &mut Visitor<'_>) -> Result<(), StoreError>;
-    /// Applies every write of `batch` or none of them. Not yet durable; with some engines
-    /// (redb) not visible to reads either until the next `flush`.
+    /// Applies every write of `batch` or none of them. Reads see them only once they are
+    /// durable, at the latest after the next `flush`: no reader sees a write a crash could still
+    /// take away.
     fn apply(&self, batch: Batch) -> Result<(), StoreError>;
     /// Makes everything applied so far durable and visible (blocking).
     fn flush(&self) -> Result<(), StoreError>;
