@@ -74,7 +74,7 @@ impl SledKv {
             let batch = journal::decode(&record).ok_or_else(|| {
                 StoreError::Engine("the store's redo record is unreadable".into())
             })?;
-            kv.write_each(batch)?;
+            kv.write_each(&batch)?;
             kv.db.flush().map_err(engine)?;
         }
         Ok(kv)
@@ -100,16 +100,24 @@ impl SledKv {
         };
         groups.showing = true;
         drop(groups);
-        let written = self.write_each(batch);
-        self.groups().showing = false;
+        let written = self.write_each(&batch);
+        let mut groups = self.groups();
+        groups.showing = false;
+        if written.is_err() {
+            // Kept for the next to try, and to fail: the next flush must not replace this
+            // group's record while its keys are not all in the tree, and the writer must hear
+            // of the failure even when a read met it first.
+            groups.flushed = Some(batch);
+        }
+        drop(groups);
         self.shown.notify_all();
         written
     }
 
-    fn write_each(&self, batch: Batch) -> Result<(), StoreError> {
-        for (k, v) in batch.ops {
+    fn write_each(&self, batch: &Batch) -> Result<(), StoreError> {
+        for (k, v) in &batch.ops {
             match v {
-                Some(v) => self.db.insert(k, v),
+                Some(v) => self.db.insert(k, v.as_slice()),
                 None => self.db.remove(k),
             }
             .map_err(engine)?;
